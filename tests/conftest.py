@@ -22,3 +22,21 @@ def shared_data() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def medmnist_dir(shared_data) -> pathlib.Path:
   return shared_data / "medmnist"
+
+
+@pytest.fixture
+def tiny_config(medmnist_dir):
+  """The CPU recipe shrunk to seconds: 4-channel ResNet-18, batch 16, 6 steps, real data."""
+  from medssl_jax import configuration  # pylint: disable=g-import-not-at-top
+  config = configuration.load_config_file(str(REPO_ROOT / "configs" / "simclr_pneumoniamnist.py"))
+  config.data.dir = str(medmnist_dir)
+  config.model.width = 1 / 16
+  config.model.projector_hidden_dim = 32
+  config.model.projector_dim = 16
+  config.batch_size = 16
+  config.num_steps = 6
+  config.log_every = 3
+  config.checkpoint_every = 3
+  config.keep_checkpoints = 10
+  config.optim.warmup_steps = 2
+  return config

@@ -1,0 +1,110 @@
+"""Orbax checkpoints: train state and data-iterator state together, restore-latest, and the
+config compatibility check that runs before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+# Config keys that decide the shapes and structure of the saved state: a checkpoint written
+# with other values cannot be restored into this run.
+STRUCTURAL_KEYS = ("method", "model", "optim.name")
+
+
+class IncompatibleCheckpointError(ValueError):
+  pass
+
+
+def create_manager(workdir, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options)
+
+
+def save(manager, step: int, state, data_iterator=None) -> None:
+  items = {"state": ocp.args.StandardSave(state)}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+  manager.save(step, args=ocp.args.Composite(**items))
+
+
+def restore(manager, abstract_state, data_iterator=None, step: int | None = None):
+  """Restores `state` (into the given abstract state's shapes and shardings) and, in place,
+  the data iterator. Returns the restored state."""
+  step = manager.latest_step() if step is None else step
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def structural_differences(saved: dict, current: dict) -> list[str]:
+  saved_flat, current_flat = _flatten(saved), _flatten(current)
+  differences = []
+  for key in sorted(set(saved_flat) | set(current_flat)):
+    if any(key == k or key.startswith(k + ".") for k in STRUCTURAL_KEYS):
+      if saved_flat.get(key) != current_flat.get(key):
+        differences.append(f"{key}: checkpoint has {saved_flat.get(key)!r}, config has {current_flat.get(key)!r}")
+  return differences
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: {workdir} is not a medssl-jax pretraining workdir")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def check_compatible(workdir, config: ml_collections.ConfigDict) -> None:
+  """Raises IncompatibleCheckpointError if `workdir` holds checkpoints of another structure."""
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return
+  differences = structural_differences(json.loads(path.read_text()), json.loads(config.to_json()))
+  if differences:
+    raise IncompatibleCheckpointError(
+        f"workdir {workdir} holds a run with an incompatible config; use a new --workdir or the "
+        "same settings. Differences:\n  " + "\n  ".join(differences))
+
+
+def write_config(workdir, config: ml_collections.ConfigDict) -> None:
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(config.to_json(indent=2))
+
+
+def restore_backbone(workdir, step: int | None = None):
+  """The backbone's variables from any pretraining workdir (any method), as host arrays.
+
+  Every method names its backbone `backbone`, so this needs no knowledge of the method.
+  Returns (pretraining config, {"params", "batch_stats"} of the backbone, step).
+  """
+  config = load_config(workdir)
+  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  variables = {"params": state["params"]["backbone"],
+               "batch_stats": state["batch_stats"].get("backbone", {})}
+  return config, jax.device_get(variables), step

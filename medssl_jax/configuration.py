@@ -1,0 +1,76 @@
+"""Config files and command-line overrides, checked before absl parses them.
+
+ml_collections rejects an unknown `--config.key=value` with a traceback; users deserve a
+one-line message that lists the keys they could have meant.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+import ml_collections
+from absl import app
+
+
+class ConfigKeyError(ValueError):
+  pass
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Runs `get_config()` of a config file (`FILE` or `FILE:arg`, as ml_collections takes)."""
+  file, _, arg = path.partition(":")
+  get_config = runpy.run_path(file)["get_config"]
+  return get_config(arg) if arg else get_config()
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(flat_keys(value, name + "."))
+    else:
+      keys.append(name)
+  return keys
+
+
+def override_keys(argv: list[str], flag: str = "config") -> list[str]:
+  """The dotted keys of every `--config.key=value` (or `--config.key value`) argument."""
+  prefix = f"--{flag}."
+  return [arg[len(prefix):].split("=", 1)[0] for arg in argv if arg.startswith(prefix)]
+
+
+def config_path(argv: list[str], flag: str = "config") -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{flag}="):
+      return arg.split("=", 1)[1]
+    if arg == f"--{flag}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def check_overrides(argv: list[str], flag: str = "config") -> None:
+  """Raises ConfigKeyError naming each unknown override key and listing the valid ones."""
+  path = config_path(argv, flag)
+  if path is None:
+    return
+  valid = flat_keys(load_config_file(path))
+  unknown = [k for k in override_keys(argv, flag) if k not in valid]
+  if unknown:
+    raise ConfigKeyError(
+        f"unknown config key(s) {', '.join(unknown)} for {path}. Valid keys:\n  " + "\n  ".join(valid))
+
+
+def run_binary(main, user_errors: tuple[type[Exception], ...]) -> None:
+  """absl's app.run for our binaries: bad overrides and the given user errors (missing data,
+  incompatible workdir, invalid settings) end with their message and exit status 2 instead
+  of a traceback. MEDSSL_DEBUG=1 shows the traceback."""
+  try:
+    check_overrides(sys.argv)
+    app.run(main)
+  except (ConfigKeyError, *user_errors) as e:
+    if os.environ.get("MEDSSL_DEBUG"):
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,52 @@
+"""Every pretraining config key with its default; config files in configs/ override a few.
+
+Keeping the full key set here means `--config.key=value` works for any key on any config
+file, and a typo is caught with the list of valid keys (see configuration.py).
+"""
+import ml_collections
+
+
+def pretraining() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = "simclr"
+  config.seed = 0
+  config.batch_size = 256        # global batch of positive pairs, over all devices and processes
+  config.num_steps = 1000
+  config.log_every = 50
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 3
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "pneumoniamnist"
+  config.data.dir = ""           # directory holding the data files; "" -> $MEDSSL_DATA_DIR, then the cache
+  config.data.cache_dir = ""     # where downloads go; "" -> ~/.cache/medssl_jax
+  config.data.train_split = "train"
+  config.data.pairing = "same_image"
+  config.data.num_workers = 0    # grain worker processes; 0 reads in threads of the main process
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.policy = "simclr"
+  config.augment.policy_view2 = ""   # "" -> same policy for both views
+  config.augment.size = 28           # side of the augmented views fed to the network
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "resnet18"
+  config.model.width = 1.0
+  config.model.small_stem = True
+  config.model.dtype = "float32"     # compute dtype; parameters and optimizer state stay float32
+  config.model.projector_hidden_dim = 512
+  config.model.projector_dim = 128
+  config.model.projector_layers = 2
+
+  config.simclr = ml_collections.ConfigDict()
+  config.simclr.temperature = 0.1
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = "lars"
+  config.optim.base_lr = 0.3         # peak lr = base_lr * batch_size / 256 with linear scaling
+  config.optim.lr_scaling = "linear"
+  config.optim.warmup_steps = 100
+  config.optim.weight_decay = 1e-6
+  config.optim.momentum = 0.9
+  config.optim.trust_coefficient = 0.001
+  return config

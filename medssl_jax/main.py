@@ -1,0 +1,54 @@
+"""Pretraining binary.
+
+  python -m medssl_jax.main --config=configs/simclr_pneumoniamnist.py --workdir=runs/simclr \
+      [--config.batch_size=512 ...]
+
+A workdir that already holds checkpoints is resumed from the latest one.
+"""
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from medssl_jax import configuration
+from medssl_jax.data import download
+from medssl_jax import train
+from medssl_jax import writers
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for multi-process runs (omit on one "
+    "process; on Cloud TPU and SLURM jax finds it from the environment when set to 'auto').")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+flags.mark_flags_as_required(["config", "workdir"])
+# Errors caused by the user's input: reported as one message, without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
+
+
+def initialize_distributed() -> None:
+  if _COORDINATOR.value == "auto":
+    jax.distributed.initialize()
+  elif _COORDINATOR.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  writers.quiet_library_logs()
+  initialize_distributed()
+  logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def run():
+  configuration.run_binary(main, USER_ERRORS)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,59 @@
+"""SimCLR: NT-Xent over the whole global batch (Chen et al., 2020).
+
+Both views go through the encoder as one batch so BatchNorm sees all 2N images. Under
+`jax.jit` over a mesh the arrays are global, so the 2N x 2N similarity matrix spans every
+device's examples: negatives come from the whole global batch with no explicit gather.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from medssl_jax.methods import monitors
+from medssl_jax.models import encoder as encoder_lib
+
+# A large finite value rather than -inf keeps gradients NaN-free in the masked entries.
+_MASK_VALUE = -1e9
+
+
+def l2_normalize(x, eps=1e-12):
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
+
+
+def nt_xent(z1, z2, temperature):
+  """Normalized-temperature cross entropy for N positive pairs (z1[i], z2[i]).
+
+  Each of the 2N embeddings is classified against the other 2N-1; its positive is its
+  partner view. Returns (mean loss, top-1 accuracy of picking the positive).
+  """
+  n = z1.shape[0]
+  z = l2_normalize(jnp.concatenate([z1, z2], axis=0).astype(jnp.float32))
+  logits = z @ z.T / temperature
+  logits = jnp.where(jnp.eye(2 * n, dtype=bool), _MASK_VALUE, logits)
+  positives = jnp.concatenate([jnp.arange(n) + n, jnp.arange(n)])
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  loss = -jnp.mean(jnp.take_along_axis(log_probs, positives[:, None], axis=-1))
+  accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == positives)
+  return loss, accuracy
+
+
+def create_model(config: ml_collections.ConfigDict):
+  return encoder_lib.create_encoder(config.model)
+
+
+def init_extra_state(variables, config):
+  del variables, config
+  return {}
+
+
+def loss_fn(params, batch_stats, extra, view1, view2, rng, *, model, config):
+  """Returns (loss, (metrics, new_batch_stats, new_extra))."""
+  del rng
+  views = jnp.concatenate([view1, view2], axis=0)
+  (_, projections), updates = model.apply(
+      {"params": params, "batch_stats": batch_stats}, views, train=True, mutable=["batch_stats"])
+  z1, z2 = jnp.split(projections, 2, axis=0)
+  loss, accuracy = nt_xent(z1, z2, config.simclr.temperature)
+  metrics = {"loss": loss, "contrastive_accuracy": accuracy, **monitors.collapse_metrics(z1)}
+  return loss, (metrics, updates["batch_stats"], extra)

@@ -1,0 +1,52 @@
+"""Optimizers (SGD, LARS, AdamW) and the warmup + cosine learning-rate schedule."""
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+
+
+def learning_rate(optim_config: ml_collections.ConfigDict, batch_size: int) -> float:
+  """Peak learning rate: base_lr scaled by the global batch as SimCLR does (linear or sqrt)."""
+  scaling = optim_config.lr_scaling
+  if scaling == "linear":
+    return optim_config.base_lr * batch_size / 256
+  if scaling == "sqrt":
+    return optim_config.base_lr * (batch_size ** 0.5)
+  if scaling == "none":
+    return optim_config.base_lr
+  raise ValueError(f"unknown optim.lr_scaling {scaling!r}; known: linear, sqrt, none")
+
+
+def warmup_cosine(peak_lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1), end_value=0.0)
+
+
+def decay_mask(params):
+  """True for weights that get weight decay and LARS adaptation: not biases nor norm params.
+
+  Kernels of convolutions and dense layers are the only parameters with ndim > 1.
+  """
+  return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(optim_config: ml_collections.ConfigDict, batch_size: int,
+                     total_steps: int) -> optax.GradientTransformation:
+  schedule = warmup_cosine(learning_rate(optim_config, batch_size), optim_config.warmup_steps,
+                           total_steps)
+  name = optim_config.name
+  if name == "sgd":
+    return optax.chain(
+        optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
+        optax.sgd(schedule, momentum=optim_config.momentum, nesterov=False))
+  if name == "lars":
+    return optax.lars(schedule, weight_decay=optim_config.weight_decay,
+                      weight_decay_mask=decay_mask, trust_coefficient=optim_config.trust_coefficient,
+                      trust_ratio_mask=decay_mask, momentum=optim_config.momentum)
+  if name == "adamw":
+    return optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
+  raise ValueError(f"unknown optim.name {name!r}; known: {OPTIMIZERS}")

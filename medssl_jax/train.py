@@ -1,0 +1,152 @@
+"""The pretraining loop: create the state, one jitted step, and the loop that resumes.
+
+The step is a pure function of (state, batch, base key): per-step randomness comes from
+`fold_in(base_key, step)`, so a resumed run repeats exactly what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+
+from medssl_jax import augment
+from medssl_jax import checkpointing
+from medssl_jax import methods
+from medssl_jax import optim
+from medssl_jax import sharding
+from medssl_jax import writers
+from medssl_jax.data import pairs
+from medssl_jax.data import pipeline
+from medssl_jax.data import sources
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  extra: Any  # method-specific state: EMA target, queue; {} for SimCLR
+
+
+def view_policies(config: ml_collections.ConfigDict):
+  """The augmentation policy of each view; a second policy makes the pair asymmetric."""
+  first = augment.get_policy(config.augment.policy)
+  second = augment.get_policy(config.augment.policy_view2 or config.augment.policy)
+  return first, second
+
+
+def create_train_state(config, model, method, optimizer, rng, image_shape) -> TrainState:
+  size = config.augment.size
+  dummy = jnp.zeros((2, size, size, image_shape[-1]), jnp.float32)
+  variables = model.init(rng, dummy, train=True)
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=optimizer.init(params),
+                    extra=method.init_extra_state(variables, config))
+
+
+def train_step(state: TrainState, batch: dict, base_key: jax.Array, *, model, method, optimizer,
+               policies, config) -> tuple[TrainState, dict]:
+  """One update: augment both views on the device, take the method's loss, apply optax."""
+  key = jax.random.fold_in(base_key, state.step)
+  key_view1, key_view2, key_loss = jax.random.split(key, 3)
+  images1 = batch["view1"]
+  images2 = batch.get("view2", images1)  # same-image pairs send the image once
+  view1 = augment.augment_batch(images1, key_view1, policies[0], config.augment.size)
+  view2 = augment.augment_batch(images2, key_view2, policies[1], config.augment.size)
+
+  loss_fn = functools.partial(method.loss_fn, model=model, config=config)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, (metrics, batch_stats, extra)), grads = grad_fn(
+      state.params, state.batch_stats, state.extra, view1, view2, key_loss)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, extra=extra)
+  return new_state, metrics
+
+
+def jit_train_step(config, model, method, optimizer, mesh):
+  step_fn = functools.partial(train_step, model=model, method=method, optimizer=optimizer,
+                              policies=view_policies(config), config=config)
+  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(step_fn, in_shardings=(replicated, batched, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def open_training_source(config):
+  return sources.open_source(config.data.name, config.data.train_split, data_dir=config.data.dir or None,
+                             cache_dir=config.data.cache_dir or None)
+
+
+def make_data_iterator(config, source):
+  pairing = pairs.create_pairing(config.data.pairing, source)
+  dataset = pipeline.pretraining_dataset(
+      pairing, len(source), global_batch=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  return pipeline.make_iterator(dataset, num_workers=config.data.num_workers)
+
+
+def _batch_arrays(batch: dict) -> dict:
+  # Only images go to the device; indices stay on the host.
+  return {k: v for k, v in batch.items() if k.startswith("view")}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainState:
+  """Pretrains for config.num_steps, resuming from the latest checkpoint in `workdir`.
+
+  Everything that can reject the run (data, config, batch size, an incompatible workdir)
+  is checked before anything is written to `workdir`.
+  """
+  workdir = pathlib.Path(workdir)
+  mesh = sharding.create_mesh() if mesh is None else mesh
+  sharding.check_batch_size(config.batch_size, mesh)
+  checkpointing.check_compatible(workdir, config)
+  method = methods.get_method(config.method)
+  source = open_training_source(config)
+  model = method.create_model(config)
+  optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
+  view_policies(config)  # fail on an unknown policy name before anything is written
+
+  init_key, base_key = jax.random.split(jax.random.key(config.seed))
+  init_fn = functools.partial(create_train_state, config, model, method, optimizer,
+                              image_shape=source.image_shape)
+  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(init_key)
+  data_iterator = make_data_iterator(config, source)
+
+  checkpointing.write_config(workdir, config)
+  manager = checkpointing.create_manager(workdir, max_to_keep=config.keep_checkpoints)
+  if manager.latest_step() is not None:
+    state = checkpointing.restore(manager, state, data_iterator)
+    logging.info("resumed from step %d of %s", int(state.step), workdir)
+
+  step_fn = jit_train_step(config, model, method, optimizer, mesh)
+  writer = writers.MetricWriter(workdir)
+  start_step = int(state.step)
+  progress = writers.Progress(config.num_steps, config.batch_size, start_step)
+  if start_step == 0:
+    logging.info("training %s / %s on %d devices (%d processes): %d steps of %d images",
+                 config.method, config.model.name, mesh.devices.size, jax.process_count(),
+                 config.num_steps, config.batch_size)
+  for step in range(start_step + 1, config.num_steps + 1):
+    batch = sharding.to_global(_batch_arrays(next(data_iterator)), mesh)
+    state, metrics = step_fn(state, batch, base_key)
+    if step % config.log_every == 0 or step == config.num_steps:
+      metrics = jax.device_get(metrics)
+      metrics.update(progress.report(step, metrics))
+      writer.write_scalars(step, metrics)
+    if step % config.checkpoint_every == 0 or step == config.num_steps:
+      checkpointing.save(manager, step, state, data_iterator)
+  manager.wait_until_finished()
+  writer.close()
+  return state
+

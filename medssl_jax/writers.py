@@ -1,0 +1,96 @@
+"""Metrics to TensorBoard event files and a JSONL file, and a progress line with images/s and ETA.
+
+Only process 0 writes. TensorBoard files come from tensorboardX, which needs no TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+
+def _to_python(value):
+  value = np.asarray(value)
+  return value.item() if value.size == 1 else value.tolist()
+
+
+class MetricWriter:
+  """Appends {"step": s, **metrics} lines to workdir/metrics.jsonl and scalars to TensorBoard."""
+
+  def __init__(self, workdir: str | pathlib.Path, filename: str = "metrics.jsonl"):
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
+      return
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    self.jsonl_path = workdir / filename
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    scalars = {k: _to_python(v) for k, v in scalars.items()}
+    with self.jsonl_path.open("a") as f:
+      f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    for name, value in scalars.items():
+      if isinstance(value, (int, float)):
+        self._tensorboard.add_scalar(name, value, global_step=int(step))
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tensorboard.close()
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Progress:
+  """Throughput and ETA measured between reports, excluding the first (compiling) step."""
+
+  def __init__(self, total_steps: int, global_batch: int, start_step: int = 0):
+    self.total_steps = total_steps
+    self.global_batch = global_batch
+    self._last_step = start_step
+    self._last_time = None
+
+  def report(self, step: int, metrics: dict) -> dict:
+    """Returns throughput figures and logs one progress line (process 0)."""
+    now = time.perf_counter()
+    figures = {}
+    if self._last_time is not None and step > self._last_step:
+      steps_per_s = (step - self._last_step) / (now - self._last_time)
+      images_per_s = steps_per_s * self.global_batch
+      figures = {"steps_per_s": steps_per_s, "images_per_s": images_per_s,
+                 "images_per_s_per_device": images_per_s / jax.device_count()}
+      eta = format_duration((self.total_steps - step) / steps_per_s)
+      speed = f"{images_per_s:.1f} img/s, ETA {eta}"
+    else:
+      speed = "compiling/warming up"
+    self._last_step, self._last_time = step, now
+    if jax.process_index() == 0:
+      loss = float(metrics.get("loss", float("nan")))
+      logging.info("step %d/%d  loss %.4f  %s", step, self.total_steps, loss, speed)
+    return figures
+
+
+class _DropLibraryInfo:
+  """Drops INFO records logged from inside these libraries (Orbax logs each save in ~30 lines)."""
+
+  def __init__(self, libraries):
+    self._markers = tuple(f"/{name}/" for name in libraries)
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or not any(m in record.pathname for m in self._markers)
+
+
+def quiet_library_logs(libraries=("orbax", "grain")) -> None:
+  logging.get_absl_handler().addFilter(_DropLibraryInfo(libraries))

@@ -1,0 +1,78 @@
+"""Bad input gets a clear error and changes nothing on disk."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from medssl_jax import checkpointing
+from medssl_jax import sharding
+from medssl_jax import train
+from medssl_jax.data import download
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _snapshot(directory: pathlib.Path):
+  return sorted((str(p.relative_to(directory)), p.stat().st_mtime_ns) for p in directory.rglob("*"))
+
+
+def test_unknown_config_key_lists_valid_keys(tmp_path):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "medssl_jax.main", "--config=configs/simclr_pneumoniamnist.py",
+       f"--workdir={workdir}", "--config.data.nme=x"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert "unknown config key(s) data.nme" in result.stderr
+  assert "data.name" in result.stderr and "batch_size" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
+
+
+def test_batch_size_not_divisible_by_devices(tiny_config, tmp_path):
+  tiny_config.batch_size = 12
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    train.train_and_evaluate(tiny_config, tmp_path / "run", mesh=sharding.create_mesh(jax.devices()[:8]))
+  assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_file_names_file_url_and_fix(tiny_config, tmp_path, monkeypatch):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  tiny_config.data.dir = str(empty)
+  tiny_config.data.cache_dir = str(tmp_path / "cache")
+  # Port 9 on loopback: nothing listens, so the download fails at once, offline or not.
+  monkeypatch.setenv("MEDSSL_MEDMNIST_URL", "http://127.0.0.1:9/{name}.npz")
+  with pytest.raises(download.DataUnavailableError) as error:
+    train.train_and_evaluate(tiny_config, tmp_path / "run")
+  message = str(error.value)
+  assert "pneumoniamnist.npz" in message and "http://127.0.0.1:9/pneumoniamnist.npz" in message
+  assert "MEDSSL_DATA_DIR" in message and "--config.data.dir" in message
+  assert not (tmp_path / "run").exists()
+  assert not list((tmp_path / "cache").glob("*.npz")) if (tmp_path / "cache").exists() else True
+
+
+def test_incompatible_workdir_is_refused_untouched(tiny_config, tmp_path):
+  workdir = tmp_path / "run"
+  tiny_config.num_steps = 1
+  tiny_config.checkpoint_every = 1
+  train.train_and_evaluate(tiny_config, workdir)
+  before = _snapshot(workdir)
+  tiny_config.model.width = 1 / 8
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model.width"):
+    train.train_and_evaluate(tiny_config, workdir)
+  assert _snapshot(workdir) == before
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path):
+  env = dict(os.environ, MEDSSL_DATA_DIR=str(tmp_path), MEDSSL_MEDMNIST_URL="http://127.0.0.1:9/{name}.npz",
+             XDG_CACHE_HOME=str(tmp_path / "cache"))
+  result = subprocess.run(
+      [sys.executable, "-m", "medssl_jax.main", "--config=configs/simclr_pneumoniamnist.py",
+       f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: Could not download pneumoniamnist.npz")
+  assert "Traceback" not in result.stderr
