@@ -22,7 +22,7 @@ def get_config():
   config.model.width = 0.25          # 16 channels in the first stage: CPU-sized
   config.model.projector_hidden_dim = 256
   config.batch_size = 128
-  config.num_steps = 300
+  config.num_steps = 250
   config.log_every = 25
   config.checkpoint_every = 100
   config.optim.name = "lars"
