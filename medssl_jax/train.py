@@ -66,7 +66,7 @@ def train_step(state: TrainState, batch: dict, base_key: jax.Array, *, model, me
   loss_fn = functools.partial(method.loss_fn, model=model, config=config)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (metrics, batch_stats, extra)), grads = grad_fn(
-      state.params, state.batch_stats, state.extra, view1, view2, key_loss)
+      state.params, state.batch_stats, state.extra, view1, view2, key_loss, state.step)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.tree_utils.tree_l2_norm(grads))

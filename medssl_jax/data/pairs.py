@@ -3,6 +3,9 @@
 `SameImage` (SimCLR, SimSiam, MoCo, BYOL) emits one image; the training step augments it
 twice, so the host never copies it twice to the device. Pair samplers that draw two
 different images (MICLe) emit `view1` and `view2`.
+
+A pairing is called as `pairing(index, rng)`: `index` is the anchor image, `rng` a numpy
+generator seeded per stream position by the pipeline, for any random choice of partner.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ class SameImage:
   def __init__(self, source):
     self.source = source
 
-  def __call__(self, index: int, rng: np.random.Generator | None = None) -> dict:
+  def __call__(self, index: int, rng: np.random.Generator) -> dict:
     del rng
     record = self.source[index]
     return {"view1": record["image"], "index": np.int64(index)}

@@ -29,13 +29,19 @@ class GlobalPosition:
 
 
 @dataclasses.dataclass(frozen=True)
-class ReadGlobal:
-  """Reads the global stream at the global position of a local position (picklable for workers)."""
+class ReadPair:
+  """The record at a local position: the source index at its global position, paired by
+  `pairing` with a generator seeded by (seed, global position), so any random choice a
+  pairing makes is reproducible and independent of the number of processes. Picklable, for
+  grain worker processes."""
   stream: grain.MapDataset
   to_global: GlobalPosition
+  pairing: object
+  seed: int
 
-  def __call__(self, local_position: int) -> int:
-    return self.stream[self.to_global(local_position)]
+  def __call__(self, local_position: int) -> dict:
+    position = self.to_global(local_position)
+    return self.pairing(self.stream[position], np.random.default_rng((self.seed, position)))
 
 
 def shuffled_stream(num_examples: int, seed: int) -> grain.MapDataset:
@@ -51,8 +57,7 @@ def pretraining_dataset(pairing, num_examples: int, *, global_batch: int, seed: 
   stream = shuffled_stream(num_examples, seed)
   to_global = GlobalPosition(local_batch, global_batch, process_index)
   return (grain.MapDataset.range(sys.maxsize)
-          .map(ReadGlobal(stream, to_global))
-          .map(pairing)
+          .map(ReadPair(stream, to_global, pairing, seed))
           .batch(local_batch, drop_remainder=True))
 
 

@@ -47,9 +47,9 @@ def init_extra_state(variables, config):
   return {}
 
 
-def loss_fn(params, batch_stats, extra, view1, view2, rng, *, model, config):
+def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
   """Returns (loss, (metrics, new_batch_stats, new_extra))."""
-  del rng
+  del rng, step
   views = jnp.concatenate([view1, view2], axis=0)
   (_, projections), updates = model.apply(
       {"params": params, "batch_stats": batch_stats}, views, train=True, mutable=["batch_stats"])

@@ -34,6 +34,11 @@ def _dtype(name: str) -> Any:
 
 
 def create_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
+  if model_config.name.startswith("densenet"):
+    from medssl_jax.models import densenet  # pylint: disable=g-import-not-at-top
+    return densenet.create_densenet(model_config.name, width=model_config.width,
+                                    small_stem=model_config.small_stem,
+                                    dtype=_dtype(model_config.dtype))
   return resnet.create_resnet(model_config.name, width=model_config.width,
                               small_stem=model_config.small_stem,
                               dtype=_dtype(model_config.dtype))
