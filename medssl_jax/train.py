@@ -69,7 +69,7 @@ def train_step(state: TrainState, batch: dict, base_key: jax.Array, *, model, me
       state.params, state.batch_stats, state.extra, view1, view2, key_loss, state.step)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.tree_utils.tree_l2_norm(grads))
+  metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, extra=extra)
   return new_state, metrics

@@ -9,7 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(os.environ.get("MEDSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = pathlib.Path(os.environ.get("MEDSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")
