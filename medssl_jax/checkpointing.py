@@ -26,6 +26,11 @@ def create_manager(workdir, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options)
 
 
+def has_checkpoint(workdir) -> bool:
+  directory = pathlib.Path(workdir) / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def save(manager, step: int, state, data_iterator=None) -> None:
   items = {"state": ocp.args.StandardSave(state)}
   if data_iterator is not None:
@@ -89,11 +94,10 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> None:
   path.write_text(config.to_json(indent=2))
 
 
-def restore_backbone(workdir, step: int | None = None):
-  """The backbone's variables from any pretraining workdir (any method), as host arrays.
+def restore_variables(workdir, step: int | None = None):
+  """The trained network's variables of a pretraining workdir, as host arrays.
 
-  Every method names its backbone `backbone`, so this needs no knowledge of the method.
-  Returns (pretraining config, {"params", "batch_stats"} of the backbone, step).
+  Returns (pretraining config, {"params", "batch_stats"}, step).
   """
   config = load_config(workdir)
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
@@ -105,6 +109,17 @@ def restore_backbone(workdir, step: int | None = None):
   if step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  variables = {"params": state["params"]["backbone"],
-               "batch_stats": state["batch_stats"].get("backbone", {})}
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   return config, jax.device_get(variables), step
+
+
+def restore_backbone(workdir, step: int | None = None):
+  """The backbone's variables from any pretraining workdir (any method).
+
+  Every method names its backbone `backbone`, so this needs no knowledge of the method.
+  Returns (pretraining config, {"params", "batch_stats"} of the backbone, step).
+  """
+  config, variables, step = restore_variables(workdir, step)
+  backbone = {"params": variables["params"]["backbone"],
+              "batch_stats": variables["batch_stats"].get("backbone", {})}
+  return config, backbone, step

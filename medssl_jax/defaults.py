@@ -16,6 +16,12 @@ def pretraining() -> ml_collections.ConfigDict:
   config.checkpoint_every = 500
   config.keep_checkpoints = 3
 
+  # Start from another run's weights (continued pretraining, staged recipes): see transfer.py.
+  config.init = ml_collections.ConfigDict()
+  config.init.workdir = ""       # "" = random initialisation
+  config.init.step = -1          # -1 = latest checkpoint of init.workdir
+  config.init.modules = ("backbone",)
+
   config.data = ml_collections.ConfigDict()
   config.data.name = "pneumoniamnist"
   config.data.dir = ""           # directory holding the data files; "" -> $MEDSSL_DATA_DIR, then the cache
@@ -49,4 +55,5 @@ def pretraining() -> ml_collections.ConfigDict:
   config.optim.weight_decay = 1e-6
   config.optim.momentum = 0.9
   config.optim.trust_coefficient = 0.001
+  config.optim.trainable = ""        # regex on parameter paths ("projector/Dense_1/.*"); "" = all
   return config

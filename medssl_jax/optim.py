@@ -1,6 +1,9 @@
 """Optimizers (SGD, LARS, AdamW) and the warmup + cosine learning-rate schedule."""
 from __future__ import annotations
 
+import re
+
+import flax
 import jax
 import ml_collections
 import optax
@@ -34,8 +37,28 @@ def decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
+def trainable_labels(pattern: str):
+  """Labels each parameter 'train' if its path ("projector/Dense_1/kernel") matches `pattern`."""
+  regex = re.compile(pattern)
+
+  def labels(params):
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    return flax.traverse_util.unflatten_dict(
+        {path: "train" if regex.fullmatch(path) else "freeze" for path in flat}, sep="/")
+  return labels
+
+
 def create_optimizer(optim_config: ml_collections.ConfigDict, batch_size: int,
                      total_steps: int) -> optax.GradientTransformation:
+  optimizer = _base_optimizer(optim_config, batch_size, total_steps)
+  if optim_config.trainable:
+    # Frozen parameters get zero updates (t-SimCNE's stage 2 trains only the 2-D output layer).
+    optimizer = optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()},
+                                      trainable_labels(optim_config.trainable))
+  return optimizer
+
+
+def _base_optimizer(optim_config, batch_size, total_steps) -> optax.GradientTransformation:
   schedule = warmup_cosine(learning_rate(optim_config, batch_size), optim_config.warmup_steps,
                            total_steps)
   name = optim_config.name

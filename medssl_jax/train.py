@@ -21,6 +21,7 @@ from medssl_jax import checkpointing
 from medssl_jax import methods
 from medssl_jax import optim
 from medssl_jax import sharding
+from medssl_jax import transfer
 from medssl_jax import writers
 from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
@@ -122,6 +123,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                               image_shape=source.image_shape)
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(init_key)
   data_iterator = make_data_iterator(config, source)
+
+  if config.init.workdir and not checkpointing.has_checkpoint(workdir):
+    params, batch_stats = transfer.initialize_from(state.params, state.batch_stats, config.init)
+    state = jax.device_put(
+        state.replace(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params),
+                      extra=method.init_extra_state({"params": params, "batch_stats": batch_stats}, config)),
+        sharding.replicated(mesh))
 
   checkpointing.write_config(workdir, config)
   manager = checkpointing.create_manager(workdir, max_to_keep=config.keep_checkpoints)

@@ -43,7 +43,7 @@ def test_linear_probe_writes_results(pretrained_run, tmp_path, capsys):
   assert on_disk == json.loads(json.dumps(results))
   assert on_disk["step"] == 4 and on_disk["method"] == "simclr" and on_disk["data"] == "pneumoniamnist"
   for name in ("pretrained", "random_init"):
-    r = on_disk["results"][name]
+    r = on_disk["linear_probe"][name]
     assert 0.5 < r["auroc"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0
     assert r["auroc_ci"][0] <= r["auroc"] <= r["auroc_ci"][1]
     assert r["n"] == 624 and r["feature_dim"] == 32 and r["C"] in (0.01, 1.0)
@@ -68,9 +68,9 @@ def test_features_same_on_one_and_eight_devices(pretrained_run, medmnist_dir):
   pretrain_config, variables, _ = checkpointing.restore_backbone(pretrained_run)
   backbone = encoder.create_backbone(pretrain_config.model)
   source = sources.open_source("breastmnist", "val", data_dir=medmnist_dir)  # 78 images: a short last batch
-  one = features.extract_features(backbone, variables, source, image_size=28, batch_size=32,
+  one = features.extract_features(features.backbone_output(backbone), variables, source, image_size=28, batch_size=32,
                                   mesh=sharding.create_mesh(jax.devices()[:1]))
-  eight = features.extract_features(backbone, variables, source, image_size=28, batch_size=32,
+  eight = features.extract_features(features.backbone_output(backbone), variables, source, image_size=28, batch_size=32,
                                     mesh=sharding.create_mesh(jax.devices()[:8]))
   assert one.shape == (78, 32)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-5)
@@ -83,3 +83,19 @@ def test_cli_rejects_unknown_baseline_before_writing(pretrained_run, tmp_path, m
                        text=True, timeout=300)
   assert bad.returncode == 2 and "unknown baselines ['imagenet']" in bad.stderr
   assert not (tmp_path / "results.json").exists()
+
+
+def test_embedding_2d_tsne_writes_map_plot_and_scores(pretrained_run, tmp_path):
+  config = _eval_config(pretrained_run)
+  config.evaluations = ("embedding_2d",)
+  config.embedding_2d.max_points = 150
+  results = evaluate.evaluate(config, tmp_path)["embedding_2d"]
+  assert results["kind"] == "tsne"
+  assert 0.0 <= results["knn_accuracy"] <= 1.0 and -1.0 <= results["silhouette"] <= 1.0
+  saved = np.load(tmp_path / "embedding_2d.npz")
+  assert saved["points"].shape == (450, 2) and saved["labels"].shape == (450,)
+  assert sorted(set(saved["split"])) == ["test", "train", "val"]
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  image = matplotlib.image.imread(tmp_path / "embedding_2d.png")
+  assert image.shape[0] > 400 and image.shape[1] > 400
+  assert image[..., :3].std() > 0.05, "the plot is blank"

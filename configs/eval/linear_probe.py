@@ -13,6 +13,7 @@ import ml_collections
 
 def get_config():
   config = ml_collections.ConfigDict()
+  config.evaluations = ("linear_probe",)   # any of: linear_probe, embedding_2d
   config.pretrain_workdir = ""
   config.step = -1                  # checkpoint step; -1 = latest
   config.seed = 0                   # seed of the random-init baseline network
@@ -30,4 +31,7 @@ def get_config():
   config.n_boot = 1000              # bootstrap resamples for the 95% intervals
   # Representations to evaluate besides the pretrained backbone, as baselines to beat.
   config.baselines = ("random_init", "raw_pixels")
+  config.embedding_2d = ml_collections.ConfigDict()
+  config.embedding_2d.knn_k = 15
+  config.embedding_2d.max_points = 5000   # per split, for t-SNE of frozen features
   return config

@@ -16,11 +16,21 @@ from medssl_jax import sharding
 from medssl_jax.data import pipeline
 
 
-def make_feature_fn(backbone, image_size: int, mesh):
+def backbone_output(backbone):
+  """apply_fn giving the pooled backbone features (the representation that is probed)."""
+  return lambda variables, images: backbone.apply(variables, images, train=False)
+
+
+def projection_output(model):
+  """apply_fn giving the projector's output (t-SimCNE's 2-D embedding)."""
+  return lambda variables, images: model.apply(variables, images, train=False)[1]
+
+
+def make_feature_fn(apply_fn, image_size: int, mesh):
   @functools.partial(jax.jit, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                      out_shardings=sharding.batch_sharding(mesh))
   def features(variables, images):
-    return backbone.apply(variables, augment.preprocess_batch(images, image_size), train=False)
+    return apply_fn(variables, augment.preprocess_batch(images, image_size))
   return features
 
 
@@ -29,12 +39,13 @@ def _pad_to(batch: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)]) if pad else batch
 
 
-def extract_features(backbone, variables, source, *, image_size: int, batch_size: int,
+def extract_features(apply_fn, variables, source, *, image_size: int, batch_size: int,
                      mesh=None) -> np.ndarray:
-  """Pooled backbone features (N, D) of every image of `source`, in source order."""
+  """apply_fn's outputs (N, D) for every image of `source`, in source order, e.g. with
+  apply_fn=backbone_output(backbone) the pooled backbone features."""
   mesh = sharding.create_mesh() if mesh is None else mesh
   sharding.check_batch_size(batch_size, mesh)
-  feature_fn = make_feature_fn(backbone, image_size, mesh)
+  feature_fn = make_feature_fn(apply_fn, image_size, mesh)
   variables = jax.device_put(variables, sharding.replicated(mesh))
   local = batch_size // jax.process_count()
   begin = jax.process_index() * local
