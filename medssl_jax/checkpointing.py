@@ -40,12 +40,25 @@ def save(manager, step: int, state, data_iterator=None) -> None:
 
 def restore(manager, abstract_state, data_iterator=None, step: int | None = None):
   """Restores `state` (into the given abstract state's shapes and shardings) and, in place,
-  the data iterator. Returns the restored state."""
+  the data iterator. Returns the restored state.
+
+  The iterator's state counts global batches (see data/pipeline.py), so it is the same on
+  every process; a checkpoint written by another number of processes restores from
+  process 0's copy, and the run continues without repeating or skipping examples.
+  """
   step = manager.latest_step() if step is None else step
   items = {"state": ocp.args.StandardRestore(abstract_state)}
-  if data_iterator is not None:
+  data_dir = manager.directory / str(step) / "data"
+  same_topology = (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists()
+  if data_iterator is not None and same_topology:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-  return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+  state = manager.restore(step, args=ocp.args.Composite(**items))["state"]
+  if data_iterator is not None and not same_topology:
+    written = sorted(data_dir.glob("process_0-of-*.json"))
+    if not written:
+      raise FileNotFoundError(f"no data-iterator state in {data_dir}")
+    data_iterator.set_state(json.loads(written[0].read_text()))
+  return state
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

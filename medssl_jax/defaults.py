@@ -13,7 +13,8 @@ def pretraining() -> ml_collections.ConfigDict:
   config.batch_size = 256        # global batch of positive pairs, over all devices and processes
   config.num_steps = 1000
   config.log_every = 50
-  config.checkpoint_every = 500
+  config.checkpoint_every = 500        # steps
+  config.checkpoint_every_minutes = 0.0  # also save every so many minutes (checked at log steps); 0 = off
   config.keep_checkpoints = 3
 
   # Start from another run's weights (continued pretraining, staged recipes): see transfer.py.

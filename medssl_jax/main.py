@@ -29,6 +29,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
 
 
 def initialize_distributed() -> None:
+  if _COORDINATOR.value:
+    # Cross-process collectives for CPU devices (tests, local runs); GPUs and TPUs ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if _COORDINATOR.value == "auto":
     jax.distributed.initialize()
   elif _COORDINATOR.value:

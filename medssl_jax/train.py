@@ -20,6 +20,7 @@ from medssl_jax import augment
 from medssl_jax import checkpointing
 from medssl_jax import methods
 from medssl_jax import optim
+from medssl_jax import preemption
 from medssl_jax import sharding
 from medssl_jax import transfer
 from medssl_jax import writers
@@ -145,15 +146,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     logging.info("training %s / %s on %d devices (%d processes): %d steps of %d images",
                  config.method, config.model.name, mesh.devices.size, jax.process_count(),
                  config.num_steps, config.batch_size)
-  for step in range(start_step + 1, config.num_steps + 1):
-    batch = sharding.to_global(_batch_arrays(next(data_iterator)), mesh)
-    state, metrics = step_fn(state, batch, base_key)
-    if step % config.log_every == 0 or step == config.num_steps:
-      metrics = jax.device_get(metrics)
-      metrics.update(progress.report(step, metrics))
-      writer.write_scalars(step, metrics)
-    if step % config.checkpoint_every == 0 or step == config.num_steps:
-      checkpointing.save(manager, step, state, data_iterator)
+  timed_saves = preemption.TimedSaves(config.checkpoint_every_minutes)
+  with preemption.PreemptionWatch() as watch:
+    for step in range(start_step + 1, config.num_steps + 1):
+      batch = sharding.to_global(_batch_arrays(next(data_iterator)), mesh)
+      state, metrics = step_fn(state, batch, base_key)
+      logging_step = step % config.log_every == 0 or step == config.num_steps
+      if logging_step:
+        metrics = jax.device_get(metrics)
+        metrics.update(progress.report(step, metrics))
+        writer.write_scalars(step, metrics)
+      preempted = watch.should_stop(step)
+      if (step % config.checkpoint_every == 0 or step == config.num_steps or preempted
+          or (logging_step and timed_saves.due())):
+        checkpointing.save(manager, step, state, data_iterator)
+      if preempted:
+        logging.warning("preempted: saved step %d and stopping; rerun the same command to continue", step)
+        break
   manager.wait_until_finished()
   writer.close()
   return state

@@ -4,8 +4,8 @@ The global stream of examples is a seeded shuffle of the source, reshuffled ever
 Global batch `s` is positions [s*G, (s+1)*G) of that stream; process `p` of `P` reads the
 contiguous slice [s*G + p*L, s*G + (p+1)*L) with L = G/P. The order of examples that make
 up a global batch thus depends only on the seed and G, not on the number of processes, and
-the iterator's state (how many local examples were read) fully determines where a resumed
-run continues.
+the iterator's state (how many batches were read, i.e. the global step) is the same on every
+process and fully determines where a resumed run continues, on any number of processes.
 """
 from __future__ import annotations
 

@@ -1,0 +1,64 @@
+"""Real multi-process training on this machine: 2 processes x 2 CPU devices, gloo collectives.
+
+They must reach the same losses as 1 process with 4 devices on the same global batches, and
+their checkpoint must resume in 1 process with 4 devices.
+"""
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from medssl_jax import checkpointing
+from medssl_jax import sharding
+from medssl_jax import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.model.width=0.0625", "--config.model.projector_hidden_dim=32",
+        "--config.model.projector_dim=16", "--config.batch_size=16", "--config.num_steps=4",
+        "--config.log_every=1", "--config.checkpoint_every=2", "--config.keep_checkpoints=10",
+        "--config.optim.warmup_steps=2"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _losses(workdir):
+  return [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one_process_and_resume_on_four_devices(tiny_config, tmp_path, medmnist_dir):
+  two = tmp_path / "two"
+  env = dict(os.environ, PYTHON=sys.executable, MEDSSL_DATA_DIR=str(medmnist_dir),
+             PYTHONPATH=str(REPO))
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      ["bash", str(REPO / "launch" / "local_multiprocess.sh"), "2", "2", str(_free_port()), "--",
+       f"--config={REPO / 'configs' / 'simclr_pneumoniamnist.py'}", f"--workdir={two}", *TINY],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+  logs = "".join((tmp_path / f"mp_{i}.log").read_text()[-3000:] for i in range(2))
+  assert result.returncode == 0, logs
+  assert "2 local / 4 global devices" in logs
+
+  four_devices = sharding.create_mesh(jax.devices()[:4])
+  one = tmp_path / "one"
+  train.train_and_evaluate(tiny_config, one, mesh=four_devices)
+  np.testing.assert_allclose(_losses(two), _losses(one)[-4:], rtol=1e-4)
+
+  # The 2-process checkpoint of step 2 resumes in 1 process with 4 devices.
+  resumed = tmp_path / "resumed"
+  shutil.copytree(two, resumed)
+  shutil.rmtree(resumed / "checkpoints" / "4")
+  train.train_and_evaluate(tiny_config, resumed, mesh=four_devices)
+  _, expected, _ = checkpointing.restore_variables(two, 4)
+  _, actual, _ = checkpointing.restore_variables(resumed, 4)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), expected, actual)
+  np.testing.assert_allclose(_losses(resumed)[-2:], _losses(two)[-2:], rtol=1e-4)
