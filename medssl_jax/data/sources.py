@@ -21,6 +21,7 @@ import zlib
 import numpy as np
 
 from medssl_jax.data import download
+from medssl_jax.data import manifest
 
 DATA_DIR_ENV = download.DATA_DIR_ENV
 MEDMNIST_URL_ENV = "MEDSSL_MEDMNIST_URL"
@@ -272,9 +273,17 @@ def _check_labels(labels: np.ndarray, info: MedMNISTInfo, path: pathlib.Path, sp
   return labels if info.multi_label else labels[:, 0]
 
 
+# Data sets read from a CSV manifest: name -> opener(split, data_dir). Never downloaded.
+MANIFEST_SOURCES = {manifest.NIH_CXR1000: manifest.open_nih_cxr1000}
+
+
 def open_source(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
-                cache_dir: str | os.PathLike[str] | None = None) -> MedMNISTSource:
+                cache_dir: str | os.PathLike[str] | None = None
+                ) -> MedMNISTSource | manifest.CSVManifestSource:
   """The source for data set name (case-insensitive); the one place that maps names."""
   if name.lower() in MEDMNIST_INFO:
     return MedMNISTSource(name, split, data_dir=data_dir, cache_dir=cache_dir)
-  raise ValueError(f"unknown data set {name!r}; known: {', '.join(known_sources())}")
+  if name.lower() in MANIFEST_SOURCES:
+    return MANIFEST_SOURCES[name.lower()](split, data_dir)
+  known = sorted(set(MEDMNIST_INFO) | set(MANIFEST_SOURCES))
+  raise ValueError(f"unknown data set {name!r}; known: {', '.join(known)}")
