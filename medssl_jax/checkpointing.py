@@ -114,14 +114,19 @@ def restore_variables(workdir, step: int | None = None):
   """
   config = load_config(workdir)
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                  item_handlers={"state": ocp.StandardCheckpointHandler()})
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {directory}")
   step = max(steps) if step is None else step
   if step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  # Restore onto one local device whatever mesh wrote the checkpoint (any process count).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                  manager.item_metadata(step)["state"])
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   return config, jax.device_get(variables), step
 

@@ -98,7 +98,7 @@ def make_data_iterator(config, source):
   return pipeline.make_iterator(dataset, num_workers=config.data.num_workers)
 
 
-def _batch_arrays(batch: dict) -> dict:
+def batch_arrays(batch: dict) -> dict:
   # Only images go to the device; indices stay on the host.
   return {k: v for k, v in batch.items() if k.startswith("view")}
 
@@ -149,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   timed_saves = preemption.TimedSaves(config.checkpoint_every_minutes)
   with preemption.PreemptionWatch() as watch:
     for step in range(start_step + 1, config.num_steps + 1):
-      batch = sharding.to_global(_batch_arrays(next(data_iterator)), mesh)
+      batch = sharding.to_global(batch_arrays(next(data_iterator)), mesh)
       state, metrics = step_fn(state, batch, base_key)
       logging_step = step % config.log_every == 0 or step == config.num_steps
       if logging_step:

@@ -48,10 +48,11 @@ def test_two_processes_match_one_process_and_resume_on_four_devices(tiny_config,
   assert result.returncode == 0, logs
   assert "2 local / 4 global devices" in logs
 
+  tiny_config.num_steps, tiny_config.log_every, tiny_config.checkpoint_every = 4, 1, 2  # as TINY
   four_devices = sharding.create_mesh(jax.devices()[:4])
   one = tmp_path / "one"
   train.train_and_evaluate(tiny_config, one, mesh=four_devices)
-  np.testing.assert_allclose(_losses(two), _losses(one)[-4:], rtol=1e-4)
+  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4)
 
   # The 2-process checkpoint of step 2 resumes in 1 process with 4 devices.
   resumed = tmp_path / "resumed"
