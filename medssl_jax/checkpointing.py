@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 CONFIG_FILE = "config.json"
 # Config keys that decide the shapes and structure of the saved state: a checkpoint written
 # with other values cannot be restored into this run.
-STRUCTURAL_KEYS = ("method", "model", "optim.name")
+STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable", "moco.queue_size")
 
 
 class IncompatibleCheckpointError(ValueError):

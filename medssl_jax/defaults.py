@@ -48,6 +48,12 @@ def pretraining() -> ml_collections.ConfigDict:
   config.simclr = ml_collections.ConfigDict()
   config.simclr.temperature = 0.1
 
+  config.moco = ml_collections.ConfigDict()
+  config.moco.queue_size = 65536        # negative keys; must be >= batch_size
+  config.moco.temperature = 0.2
+  config.moco.momentum = 0.999          # key encoder EMA
+  config.moco.shuffle_bn_groups = 8     # BN groups (MoCo: 8 GPUs x 32); must divide batch_size; 1 = global BN
+
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "lars"
   config.optim.base_lr = 0.3         # peak lr = base_lr * batch_size / 256 with linear scaling
