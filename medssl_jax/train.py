@@ -103,6 +103,16 @@ def batch_arrays(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k.startswith("view")}
 
 
+def initialize_from_run(state: TrainState, config, method, optimizer, mesh) -> TrainState:
+  """`state` with config.init.modules taken from the run in config.init.workdir, a fresh
+  optimizer, and method state (EMA targets) built from those weights."""
+  params, batch_stats = transfer.initialize_from(state.params, state.batch_stats, config.init)
+  variables = {"params": params, "batch_stats": batch_stats}
+  state = state.replace(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params),
+                        extra=method.init_extra_state(variables, config))
+  return jax.device_put(state, sharding.replicated(mesh))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainState:
   """Pretrains for config.num_steps, resuming from the latest checkpoint in `workdir`.
 
@@ -120,22 +130,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   view_policies(config)  # fail on an unknown policy name before anything is written
 
   init_key, base_key = jax.random.split(jax.random.key(config.seed))
-  init_fn = functools.partial(create_train_state, config, model, method, optimizer,
-                              image_shape=source.image_shape)
-  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(init_key)
+  init_fn = jax.jit(functools.partial(create_train_state, config, model, method, optimizer,
+                                      image_shape=source.image_shape),
+                    out_shardings=sharding.replicated(mesh))
   data_iterator = make_data_iterator(config, source)
-
-  if config.init.workdir and not checkpointing.has_checkpoint(workdir):
-    params, batch_stats = transfer.initialize_from(state.params, state.batch_stats, config.init)
-    state = jax.device_put(
-        state.replace(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params),
-                      extra=method.init_extra_state({"params": params, "batch_stats": batch_stats}, config)),
-        sharding.replicated(mesh))
+  resuming = checkpointing.has_checkpoint(workdir)
+  if not resuming:
+    state = init_fn(init_key)
+    if config.init.workdir:
+      state = initialize_from_run(state, config, method, optimizer, mesh)
 
   checkpointing.write_config(workdir, config)
   manager = checkpointing.create_manager(workdir, max_to_keep=config.keep_checkpoints)
-  if manager.latest_step() is not None:
-    state = checkpointing.restore(manager, state, data_iterator)
+  if resuming:
+    # Shapes and shardings are all a restore needs: skip initialising (and compiling) weights.
+    abstract_state = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+        jax.eval_shape(init_fn, init_key))
+    state = checkpointing.restore(manager, abstract_state, data_iterator)
     logging.info("resumed from step %d of %s", int(state.step), workdir)
 
   step_fn = jit_train_step(config, model, method, optimizer, mesh)

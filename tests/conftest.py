@@ -40,3 +40,14 @@ def tiny_config(medmnist_dir):
   config.keep_checkpoints = 10
   config.optim.warmup_steps = 2
   return config
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the whole test session (subprocesses included):
+  most tests compile the same tiny networks, and compiling dominates their time on CPU."""
+  del config
+  import tempfile  # pylint: disable=g-import-not-at-top
+  cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="medssl_jax_cache_"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+  del cache
