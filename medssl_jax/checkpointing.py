@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 CONFIG_FILE = "config.json"
 # Config keys that decide the shapes and structure of the saved state: a checkpoint written
 # with other values cannot be restored into this run.
-STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable", "moco.queue_size")
+STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable", "moco.queue_size",
+                   "simsiam.predictor_hidden_dim", "byol.predictor_hidden_dim")
 
 
 class IncompatibleCheckpointError(ValueError):

@@ -48,6 +48,13 @@ def pretraining() -> ml_collections.ConfigDict:
   config.simclr = ml_collections.ConfigDict()
   config.simclr.temperature = 0.1
 
+  config.simsiam = ml_collections.ConfigDict()
+  config.simsiam.predictor_hidden_dim = 0   # 0 = model.projector_dim // 4 (the paper's 2048 -> 512)
+
+  config.byol = ml_collections.ConfigDict()
+  config.byol.tau_base = 0.996              # target momentum at step 0; rises to 1 on a cosine
+  config.byol.predictor_hidden_dim = 0      # 0 = model.projector_hidden_dim (the paper's 4096)
+
   config.moco = ml_collections.ConfigDict()
   config.moco.queue_size = 65536        # negative keys; must be >= batch_size
   config.moco.temperature = 0.2
