@@ -1,5 +1,4 @@
 """Tests for medssl_jax.augment: each property checked against an independent numpy result."""
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,7 @@ import pytest
 from medssl_jax import configuration
 from medssl_jax import train
 from medssl_jax.methods import byol
-from medssl_jax.methods import simsiam
+from medssl_jax.models import encoder
 from medssl_jax.models import heads
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ class _TinyBackbone(nn.Module):
 
 
 def test_no_gradient_reaches_the_target():
-  model = simsiam.EncoderWithPredictor(backbone=_TinyBackbone(), projector=heads.MLPHead(16, 8),
+  model = encoder.EncoderWithPredictor(backbone=_TinyBackbone(), projector=heads.MLPHead(16, 8),
                                        predictor=heads.MLPHead(16, 8))
   config = ml_collections.ConfigDict(dict(num_steps=10, byol=dict(tau_base=0.99)))
   rng = np.random.default_rng(0)

@@ -20,6 +20,7 @@ import ml_collections
 
 from medssl_jax.methods import monitors
 from medssl_jax.methods import simsiam
+from medssl_jax.models import encoder as encoder_lib
 
 # The online network's modules that the target network copies (it has no predictor).
 TARGET_MODULES = ("backbone", "projector")
@@ -30,8 +31,8 @@ def predictor_hidden_dim(config: ml_collections.ConfigDict) -> int:
   return config.byol.predictor_hidden_dim or config.model.projector_hidden_dim
 
 
-def create_model(config: ml_collections.ConfigDict) -> simsiam.EncoderWithPredictor:
-  return simsiam.create_network(config.model, predictor_hidden_dim=predictor_hidden_dim(config),
+def create_model(config: ml_collections.ConfigDict) -> encoder_lib.EncoderWithPredictor:
+  return encoder_lib.create_encoder_with_predictor(config.model, predictor_hidden_dim=predictor_hidden_dim(config),
                                 projector_output_norm=False)
 
 
@@ -88,7 +89,7 @@ def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, confi
   target = jax.lax.stop_gradient(extra)
   (_, target_projections), target_updates = model.apply(
       target, views, train=True, mutable=["batch_stats"],
-      method=simsiam.EncoderWithPredictor.project)
+      method=encoder_lib.EncoderWithPredictor.project)
   z1_target, z2_target = jnp.split(jax.lax.stop_gradient(target_projections), 2, axis=0)
   loss = byol_loss(q1, q2, z1_target, z2_target)
 

@@ -12,50 +12,12 @@ The stop-gradient is what prevents collapse; the collapse monitors (embedding_st
 """
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from medssl_jax.methods import monitors
 from medssl_jax.models import encoder as encoder_lib
-from medssl_jax.models import heads
-
-
-class EncoderWithPredictor(nn.Module):
-  """backbone -> projector -> predictor. BYOL's online network has the same shape.
-
-  `project` stops at the projector, so a network holding only backbone and projector
-  parameters (BYOL's target) can be applied with `method=EncoderWithPredictor.project`.
-  """
-  backbone: nn.Module
-  projector: nn.Module
-  predictor: nn.Module
-
-  def __call__(self, images, train: bool = True):
-    """Returns (pooled backbone features, projection, prediction)."""
-    features, projection = self.project(images, train=train)
-    return features, projection, self.predictor(projection, train=train)
-
-  def project(self, images, train: bool = True):
-    """Returns (pooled backbone features, projection)."""
-    features = self.backbone(images, train=train)
-    return features, self.projector(features, train=train)
-
-
-def create_network(model_config: ml_collections.ConfigDict, *, predictor_hidden_dim: int,
-                   projector_output_norm: bool) -> EncoderWithPredictor:
-  """The backbone and projector of `model_config` plus a 2-layer predictor back to the
-  projection's dimension."""
-  backbone = encoder_lib.create_backbone(model_config)  # validates model.dtype first
-  dtype = encoder_lib.DTYPES[model_config.dtype]
-  projector = heads.MLPHead(hidden_dim=model_config.projector_hidden_dim,
-                            output_dim=model_config.projector_dim,
-                            num_layers=model_config.projector_layers,
-                            output_norm=projector_output_norm, dtype=dtype)
-  predictor = heads.MLPHead(hidden_dim=predictor_hidden_dim, output_dim=model_config.projector_dim,
-                            num_layers=2, dtype=dtype)
-  return EncoderWithPredictor(backbone=backbone, projector=projector, predictor=predictor)
 
 
 def predictor_hidden_dim(config: ml_collections.ConfigDict) -> int:
@@ -63,10 +25,10 @@ def predictor_hidden_dim(config: ml_collections.ConfigDict) -> int:
   return config.simsiam.predictor_hidden_dim or max(config.model.projector_dim // 4, 1)
 
 
-def create_model(config: ml_collections.ConfigDict) -> EncoderWithPredictor:
+def create_model(config: ml_collections.ConfigDict) -> encoder_lib.EncoderWithPredictor:
   # BN on the projector's output is part of SimSiam's recipe (the paper's Table 3: 68.1%
   # with it, 67.4% with BN on hidden layers only).
-  return create_network(config.model, predictor_hidden_dim=predictor_hidden_dim(config),
+  return encoder_lib.create_encoder_with_predictor(config.model, predictor_hidden_dim=predictor_hidden_dim(config),
                         projector_output_norm=True)
 
 

@@ -50,3 +50,39 @@ def create_encoder(model_config: ml_collections.ConfigDict) -> Encoder:
                             output_dim=model_config.projector_dim,
                             num_layers=model_config.projector_layers, dtype=dtype)
   return Encoder(backbone=create_backbone(model_config), projector=projector)
+
+
+class EncoderWithPredictor(nn.Module):
+  """backbone -> projector -> predictor: SimSiam's network and BYOL's online network.
+
+  `project` stops at the projector, so a network holding only backbone and projector
+  parameters (BYOL's target) can be applied with `method=EncoderWithPredictor.project`.
+  """
+  backbone: nn.Module
+  projector: nn.Module
+  predictor: nn.Module
+
+  def __call__(self, images, train: bool = True):
+    """Returns (pooled backbone features, projection, prediction)."""
+    features, projection = self.project(images, train=train)
+    return features, projection, self.predictor(projection, train=train)
+
+  def project(self, images, train: bool = True):
+    """Returns (pooled backbone features, projection)."""
+    features = self.backbone(images, train=train)
+    return features, self.projector(features, train=train)
+
+
+def create_encoder_with_predictor(model_config: ml_collections.ConfigDict, *, predictor_hidden_dim: int,
+                   projector_output_norm: bool) -> EncoderWithPredictor:
+  """The backbone and projector of `model_config` plus a 2-layer predictor back to the
+  projection's dimension."""
+  backbone = create_backbone(model_config)  # validates model.dtype first
+  dtype = DTYPES[model_config.dtype]
+  projector = heads.MLPHead(hidden_dim=model_config.projector_hidden_dim,
+                            output_dim=model_config.projector_dim,
+                            num_layers=model_config.projector_layers,
+                            output_norm=projector_output_norm, dtype=dtype)
+  predictor = heads.MLPHead(hidden_dim=predictor_hidden_dim, output_dim=model_config.projector_dim,
+                            num_layers=2, dtype=dtype)
+  return EncoderWithPredictor(backbone=backbone, projector=projector, predictor=predictor)

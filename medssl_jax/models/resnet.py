@@ -7,7 +7,7 @@ The backbone returns pooled features; heads live in `heads.py`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
