@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import operator
 import os
 import pathlib
 
@@ -22,6 +21,7 @@ from PIL import Image
 from PIL import ImageOps
 
 from medssl_jax.data import download
+from medssl_jax.data import in_memory
 
 NIH_CXR1000 = "nih_cxr1000"
 NIH_CXR1000_DIR_ENV = "MEDSSL_NIH_CXR1000_DIR"
@@ -33,7 +33,7 @@ _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-class CSVManifestSource:
+class CSVManifestSource(in_memory.InMemoryRecords):
   """The images listed in a CSV file, decoded once into memory.
 
   Attributes:
@@ -105,19 +105,6 @@ class CSVManifestSource:
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._freeze()
-
-  def __len__(self) -> int:
-    return len(self.images)
-
-  def __getitem__(self, index) -> dict[str, np.ndarray]:
-    index = operator.index(index)
-    n = len(self.images)
-    if index < 0:
-      index += n
-    if not 0 <= index < n:
-      raise IndexError(f"index {index} out of range for {self!r}")
-    return {"image": self.images[index], "label": self.labels[index],
-            "group": self.groups[index], "index": np.int64(index)}
 
   def __repr__(self) -> str:
     return (f"CSVManifestSource(name={self.name!r}, split={self.split!r}, size={len(self)}, "

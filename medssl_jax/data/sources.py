@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 import os
 import pathlib
 import zipfile
@@ -21,6 +20,7 @@ import zlib
 import numpy as np
 
 from medssl_jax.data import download
+from medssl_jax.data import in_memory
 from medssl_jax.data import manifest
 
 DATA_DIR_ENV = download.DATA_DIR_ENV
@@ -161,7 +161,7 @@ def resolve_medmnist_file(name: str, data_dir: str | os.PathLike[str] | None = N
   return download.fetch(url, cached, info.md5)
 
 
-class MedMNISTSource:
+class MedMNISTSource(in_memory.InMemoryRecords):
   """One split of a MedMNIST .npz, held in memory; each image is its own group.
 
   Attributes:
@@ -204,19 +204,6 @@ class MedMNISTSource:
   def __setstate__(self, state):
     self._describe(state["name"], state["split"])
     self._load(pathlib.Path(state["path"]))
-
-  def __len__(self) -> int:
-    return len(self.images)
-
-  def __getitem__(self, index) -> dict[str, np.ndarray]:
-    index = operator.index(index)
-    n = len(self.images)
-    if index < 0:
-      index += n
-    if not 0 <= index < n:
-      raise IndexError(f"index {index} out of range for {self!r}")
-    return {"image": self.images[index], "label": self.labels[index],
-            "group": self.groups[index], "index": np.int64(index)}
 
   def __repr__(self) -> str:
     return f"MedMNISTSource(name={self.name!r}, split={self.split!r}, size={len(self)})"

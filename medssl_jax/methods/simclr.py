@@ -47,13 +47,19 @@ def init_extra_state(variables, config):
   return {}
 
 
-def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
-  """Returns (loss, (metrics, new_batch_stats, new_extra))."""
-  del rng, step
+def project_views(model, params, batch_stats, view1, view2):
+  """Projections of both views, run as one batch of 2N; returns (z1, z2, new batch stats)."""
   views = jnp.concatenate([view1, view2], axis=0)
   (_, projections), updates = model.apply(
       {"params": params, "batch_stats": batch_stats}, views, train=True, mutable=["batch_stats"])
   z1, z2 = jnp.split(projections, 2, axis=0)
+  return z1, z2, updates["batch_stats"]
+
+
+def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
+  """Returns (loss, (metrics, new_batch_stats, new_extra))."""
+  del rng, step
+  z1, z2, batch_stats = project_views(model, params, batch_stats, view1, view2)
   loss, accuracy = nt_xent(z1, z2, config.simclr.temperature)
   metrics = {"loss": loss, "contrastive_accuracy": accuracy, **monitors.collapse_metrics(z1)}
-  return loss, (metrics, updates["batch_stats"], extra)
+  return loss, (metrics, batch_stats, extra)

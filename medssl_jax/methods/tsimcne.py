@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from medssl_jax.methods import monitors
+from medssl_jax.methods import simclr
 from medssl_jax.models import encoder as encoder_lib
 
 
@@ -42,10 +43,7 @@ def init_extra_state(variables, config):
 
 def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
   del rng, step
-  views = jnp.concatenate([view1, view2], axis=0)
-  (_, outputs), updates = model.apply(
-      {"params": params, "batch_stats": batch_stats}, views, train=True, mutable=["batch_stats"])
-  z1, z2 = jnp.split(outputs, 2, axis=0)
+  z1, z2, batch_stats = simclr.project_views(model, params, batch_stats, view1, view2)
   loss = cauchy_info_nce(z1, z2)
   metrics = {"loss": loss, **monitors.collapse_metrics(z1)}
-  return loss, (metrics, updates["batch_stats"], extra)
+  return loss, (metrics, batch_stats, extra)
