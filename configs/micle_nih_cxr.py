@@ -13,8 +13,8 @@ Needs: the nih_cxr1000 folder (index.csv + PNGs; never downloaded), found throug
 --config.data.dir, $MEDSSL_NIH_CXR1000_DIR, or $MEDSSL_DATA_DIR/nih_cxr1000 (or beside it).
 600 training images of 264 patients, 136 of whom have 2 or more images.
 Should reach: a linear-probe test AUROC (normal vs abnormal) above the same network at random
-initialisation. Not yet measured with this code, nor timed: at 32 px the per-step cost is
-close to simclr_pneumoniamnist's (28 px), so expect several minutes on 2 CPU cores.
+initialisation. Measured once (BENCHMARKS.md, 2026-11-22): after these 200 steps it did NOT
+(0.647 vs 0.721, overlapping intervals); 7 min 17 s on 2 CPU cores with the evaluation.
 Caveat: the shipped train/valid/test folders share 30 patients, so probe numbers on them are
 optimistic; a patient-disjoint split is needed for a clean estimate.
 """

@@ -14,8 +14,8 @@ What it aims at (Azizi et al. 2021, "Big Self-Supervised Models Advance Medical 
 Classification", ICCV): SimCLR on ImageNet, then further contrastive pretraining on
 unlabelled medical images, then supervised fine-tuning. MICLe, the second stage with
 positive pairs drawn from different images of one patient case, was applied to a private
-dermatology set of multi-image cases, where it added about 1.2% top-1 accuracy over SimCLR
-pairs (to 68.8%, as reported for a ResNet-50 (4x)). The whole approach improved on
+dermatology set of multi-image cases, where the paper reports it adds to plain SimCLR
+pairs (its per-model figures are not repeated here: check the paper). The whole approach improved on
 supervised ImageNet pretraining by 6.7% top-1 accuracy in dermatology and by 1.1% mean AUC
 on CheXpert (multi-label chest X-rays), as stated in the abstract. Those are fine-tuning
 results with wider networks and the authors' own schedules; this file uses SimCLR's

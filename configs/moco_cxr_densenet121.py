@@ -19,42 +19,17 @@ Published result it aims at: MoCo-CXR reports linear-probe AUC gains on CheXpert
 effusion over ImageNet initialisation, largest at small label fractions
 (arXiv:2010.05352). Not measured with this code.
 """
-import ml_collections
+import pathlib
+import runpy
 
-from medssl_jax import defaults
-
-CHEXPERT_TRAIN_IMAGES = 223_414
-EPOCHS = 20
+RESNET18_RECIPE = runpy.run_path(str(pathlib.Path(__file__).with_name("moco_cxr_resnet18.py")))
 BATCH_SIZE = 24
 
 
 def get_config():
-  config = defaults.pretraining()
-  config.method = "moco"
-  config.data.name = "chexpert"
-  config.data.num_workers = 8
-  config.augment.policy = "mocov2_cxr"
-  config.augment.size = 224
+  config = RESNET18_RECIPE["get_config"]()
   config.model.name = "densenet121"
-  config.model.width = 1.0
-  config.model.small_stem = False
-  config.model.dtype = "bfloat16"
   config.model.projector_hidden_dim = 1024  # MoCo v2's head: hidden size = feature size
-  config.model.projector_dim = 128
   config.batch_size = BATCH_SIZE
-  config.num_steps = EPOCHS * CHEXPERT_TRAIN_IMAGES // BATCH_SIZE
-  config.log_every = 100
-  config.checkpoint_every = 5000
-  config.moco = ml_collections.ConfigDict(dict(
-      queue_size=24576,
-      temperature=0.2,
-      momentum=0.999,
-      shuffle_bn_groups=1,
-  ))
-  config.optim.name = "sgd"
-  config.optim.base_lr = 1e-4
-  config.optim.lr_scaling = "none"
-  config.optim.warmup_steps = 0
-  config.optim.weight_decay = 1e-4
-  config.optim.momentum = 0.9
+  config.num_steps = RESNET18_RECIPE["EPOCHS"] * RESNET18_RECIPE["CHEXPERT_TRAIN_IMAGES"] // BATCH_SIZE
   return config
