@@ -52,7 +52,7 @@ def test_missing_data_file_names_file_url_and_fix(tiny_config, tmp_path, monkeyp
   assert "pneumoniamnist.npz" in message and "http://127.0.0.1:9/pneumoniamnist.npz" in message
   assert "MEDSSL_DATA_DIR" in message and "--config.data.dir" in message
   assert not (tmp_path / "run").exists()
-  assert not list((tmp_path / "cache").glob("*.npz")) if (tmp_path / "cache").exists() else True
+  assert not list((tmp_path / "cache").glob("*.npz")), "a failed download left a file in the cache"
 
 
 def test_incompatible_workdir_is_refused_untouched(tiny_config, tmp_path):
