@@ -3,7 +3,8 @@
 Command (on every host; see launch/ for pods and clusters):
   python -m medssl_jax.main --config=configs/micle_resnet50.py --workdir=gs://BUCKET/micle_r50 \
       --config.data.name=NAME --config.data.dir=DIR \
-      --config.init.workdir=gs://BUCKET/simclr_r50   # optional: continue from a SimCLR run
+      --config.init_from=gs://BUCKET/simclr_r50   # optional: continue from a SimCLR run,
+      #   or from ImageNet weights you have: --config.init_from=/path/resnet50.pth (torchvision)
 
 Needs: a data set with patient (or case) groups, stored at 224 px or more. Today the only
 registered grouped set is nih_cxr1000 (the default here), whose 64 px images make this a

@@ -4,9 +4,9 @@ Three stages, each a run of the pretraining binary; launch/tsimcne_bloodmnist.sh
 and then the 2-D evaluation:
   python -m medssl_jax.main --config=configs/tsimcne_bloodmnist.py:stage1 --workdir=RUN/stage1
   python -m medssl_jax.main --config=configs/tsimcne_bloodmnist.py:stage2 --workdir=RUN/stage2 \
-      --config.init.workdir=RUN/stage1
+      --config.init_from=RUN/stage1
   python -m medssl_jax.main --config=configs/tsimcne_bloodmnist.py:stage3 --workdir=RUN/stage3 \
-      --config.init.workdir=RUN/stage2
+      --config.init_from=RUN/stage2
   python -m medssl_jax.evaluate --config=configs/eval/embedding_2d.py \
       --config.pretrain_workdir=RUN/stage3 --workdir=RUN/eval
 Stage 1 trains with a 128-D output; stage 2 replaces the output layer by a 2-D linear layer

@@ -3,7 +3,7 @@
 Command (stages as in configs/tsimcne_bloodmnist.py; see launch/tsimcne_bloodmnist.sh):
   python -m medssl_jax.main --config=configs/tsimcne_resnet18.py:stage1 --workdir=RUN/stage1 \
       --config.data.name=NAME
-  ... stage2 and stage3 with --config.init.workdir=RUN/stage1 and RUN/stage2
+  ... stage2 and stage3 with --config.init_from=RUN/stage1 and RUN/stage2
 
 Needs: one accelerator is enough (batch 512 at 32 px).
 Aims at: Böhm, Berens & Kobak (ICLR 2023) train stage 1 for 1000 epochs, stage 2 for 50 and

@@ -17,10 +17,12 @@ def pretraining() -> ml_collections.ConfigDict:
   config.checkpoint_every_minutes = 0.0  # also save every so many minutes (checked at log steps); 0 = off
   config.keep_checkpoints = 3
 
-  # Start from another run's weights (continued pretraining, staged recipes): see transfer.py.
+  # Start from other weights (continued pretraining, staged recipes, ImageNet): see transfer.py.
+  # A pretraining workdir, a medssl-export directory, or a torchvision/timm .pth/.safetensors
+  # file; "" = random initialisation. Where the weights came from is kept in WORKDIR/init.json.
+  config.init_from = ""
   config.init = ml_collections.ConfigDict()
-  config.init.workdir = ""       # "" = random initialisation
-  config.init.step = -1          # -1 = latest checkpoint of init.workdir
+  config.init.step = -1          # -1 = latest checkpoint of an init_from workdir
   config.init.modules = ("backbone",)
 
   config.data = ml_collections.ConfigDict()

@@ -103,14 +103,14 @@ def batch_arrays(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k.startswith("view")}
 
 
-def initialize_from_run(state: TrainState, config, method, optimizer, mesh) -> TrainState:
-  """`state` with config.init.modules taken from the run in config.init.workdir, a fresh
-  optimizer, and method state (EMA targets) built from those weights."""
-  params, batch_stats = transfer.initialize_from(state.params, state.batch_stats, config.init)
+def initialize_from(state: TrainState, config, method, optimizer, mesh) -> tuple[TrainState, dict]:
+  """`state` with config.init.modules taken from config.init_from, a fresh optimizer, and
+  method state (EMA targets) built from those weights; and the record of where they came from."""
+  params, batch_stats, record = transfer.initialize_from(state.params, state.batch_stats, config)
   variables = {"params": params, "batch_stats": batch_stats}
   state = state.replace(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params),
                         extra=method.init_extra_state(variables, config))
-  return jax.device_put(state, sharding.replicated(mesh))
+  return jax.device_put(state, sharding.replicated(mesh)), record
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainState:
@@ -135,12 +135,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                     out_shardings=sharding.replicated(mesh))
   data_iterator = make_data_iterator(config, source)
   resuming = checkpointing.has_checkpoint(workdir)
+  init_record = None
   if not resuming:
     state = init_fn(init_key)
-    if config.init.workdir:
-      state = initialize_from_run(state, config, method, optimizer, mesh)
+    if config.init_from:
+      state, init_record = initialize_from(state, config, method, optimizer, mesh)
 
   checkpointing.write_config(workdir, config)
+  if init_record:
+    transfer.write_record(workdir, init_record)
   manager = checkpointing.create_manager(workdir, max_to_keep=config.keep_checkpoints)
   if resuming:
     # Shapes and shardings are all a restore needs: skip initialising (and compiling) weights.

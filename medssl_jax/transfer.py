@@ -1,17 +1,30 @@
-"""Starting a run from another run's weights: continued pretraining and staged recipes.
+"""Starting a run from other weights: continued pretraining, staged recipes, ImageNet init.
 
-`config.init.workdir` names a pretraining workdir; the top-level modules listed in
-`config.init.modules` (e.g. "backbone", or "backbone" and "projector") are copied into the
-fresh network wherever a parameter has the same path and shape. Everything else (new heads,
-a replaced output layer) keeps its fresh initialisation, and the optimizer starts fresh.
+`config.init_from` names one of
+  - a pretraining workdir (latest checkpoint, or `config.init.step`),
+  - a backbone exported with `medssl-export`,
+  - a torchvision or timm ResNet weights file (.pth / .safetensors), see torch_weights.py.
+The top-level modules in `config.init.modules` (e.g. "backbone", or "backbone" and
+"projector") are copied into the fresh network wherever a parameter has the same path and
+shape. Everything else (new heads, a replaced output layer) keeps its fresh initialisation,
+and the optimizer starts fresh. A source of another architecture is refused, naming both.
 """
 from __future__ import annotations
+
+import json
+import pathlib
 
 import flax
 import jax
 from absl import logging
 
 from medssl_jax import checkpointing
+from medssl_jax import export
+from medssl_jax import torch_weights
+
+RECORD_FILE = "init.json"
+# The model settings that make two backbones the same network.
+_ARCHITECTURE_KEYS = ("name", "width", "small_stem")
 
 
 def copy_matching(target: dict, source: dict, modules) -> tuple[dict, list[str], list[str]]:
@@ -31,16 +44,57 @@ def copy_matching(target: dict, source: dict, modules) -> tuple[dict, list[str],
   return flax.traverse_util.unflatten_dict(flat_target, sep="/"), copied, skipped
 
 
-def initialize_from(params, batch_stats, init_config):
-  """(params, batch_stats) with init_config.modules taken from the run in init_config.workdir."""
-  step = None if init_config.step < 0 else init_config.step
-  _, source, step = checkpointing.restore_variables(init_config.workdir, step)
-  modules = tuple(init_config.modules)
+def _check_architecture(source_model: dict, model_config, source: str) -> None:
+  differences = [f"{k}: {source} has {source_model.get(k)!r}, this run has {model_config[k]!r}"
+                 for k in _ARCHITECTURE_KEYS if source_model.get(k) != model_config[k]]
+  if differences:
+    raise ValueError(f"init_from={source} is another architecture than this run's model:\n  "
+                     + "\n  ".join(differences))
+
+
+def load_source(config, target_params) -> tuple[dict, str, int | None]:
+  """({"params", "batch_stats"} keyed by module, kind of source, step) of config.init_from."""
+  source = config.init_from
+  if torch_weights.is_weights_file(source):
+    torch_weights.check_convertible(config.model)
+    channels = export.input_channels(target_params["backbone"])
+    backbone = torch_weights.resnet_variables(torch_weights.read_state_dict(source),
+                                              config.model.name, in_channels=channels)
+    variables = {"params": {"backbone": backbone["params"]},
+                 "batch_stats": {"backbone": backbone["batch_stats"]}}
+    return variables, "torch", None
+  if export.is_export(source):
+    info, tree = export.load(source)
+    _check_architecture(info["model"], config.model, source)
+    variables = {"params": {m: v["params"] for m, v in tree.items()},
+                 "batch_stats": {m: v["batch_stats"] for m, v in tree.items()}}
+    return variables, "export", info["step"]
+  step = None if config.init.step < 0 else config.init.step
+  source_config, variables, step = checkpointing.restore_variables(source, step)
+  _check_architecture(source_config.model.to_dict(), config.model, source)
+  return variables, "workdir", step
+
+
+def initialize_from(params, batch_stats, config) -> tuple[dict, dict, dict]:
+  """(params, batch_stats, record): config.init.modules taken from config.init_from.
+
+  The record (source, kind, step, copied and fresh parameter paths) is what the run keeps
+  of where its weights came from.
+  """
+  source, kind, step = load_source(config, params)
+  modules = tuple(config.init.modules)
   params, copied, skipped = copy_matching(params, source["params"], modules)
   batch_stats, _, _ = copy_matching(batch_stats, source["batch_stats"], modules)
   if not copied:
-    raise ValueError(f"init.workdir={init_config.workdir} shares no parameter of modules {modules} "
+    raise ValueError(f"init_from={config.init_from} shares no parameter of modules {modules} "
                      "with this network: is it the same architecture?")
-  logging.info("initialised %d parameters of %s from %s (step %d); %d kept fresh: %s", len(copied),
-               modules, init_config.workdir, step, len(skipped), skipped)
-  return params, batch_stats
+  logging.info("initialised %d parameters of %s from %s %s (step %s); %d kept fresh: %s",
+               len(copied), modules, kind, config.init_from, step, len(skipped), skipped)
+  record = {"init_from": config.init_from, "kind": kind, "step": step, "modules": list(modules),
+            "copied": copied, "kept_fresh": skipped}
+  return params, batch_stats, record
+
+
+def write_record(workdir, record: dict) -> None:
+  """Keeps, next to the run's config.json, where its initial weights came from."""
+  (pathlib.Path(workdir) / RECORD_FILE).write_text(json.dumps(record, indent=2))

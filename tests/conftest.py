@@ -26,6 +26,10 @@ def medmnist_dir(shared_data) -> pathlib.Path:
 
 @pytest.fixture
 def tiny_config(medmnist_dir):
+  return make_tiny_config(medmnist_dir)
+
+
+def make_tiny_config(medmnist_dir):
   """The CPU recipe shrunk to seconds: 4-channel ResNet-18, batch 16, 6 steps, real data."""
   from medssl_jax import configuration  # pylint: disable=g-import-not-at-top
   config = configuration.load_config_file(str(REPO_ROOT / "configs" / "simclr_pneumoniamnist.py"))

@@ -38,7 +38,7 @@ def test_three_stages_freeze_and_replace_the_output_layer(tiny_config, tmp_path)
   train.train_and_evaluate(tiny_config, stage1)
 
   tiny_config.model.projector_dim = 2
-  tiny_config.init.workdir = str(stage1)
+  tiny_config.init_from = str(stage1)
   tiny_config.init.modules = ("backbone", "projector")
   tiny_config.optim.trainable = "projector/Dense_1/.*"
   stage2 = tmp_path / "stage2"
@@ -52,7 +52,7 @@ def test_three_stages_freeze_and_replace_the_output_layer(tiny_config, tmp_path)
   for old, new in frozen:
     jax.tree_util.tree_map(np.testing.assert_array_equal, old, new)
 
-  tiny_config.init.workdir = str(stage2)
+  tiny_config.init_from = str(stage2)
   tiny_config.optim.trainable = ""
   stage3 = tmp_path / "stage3"
   train.train_and_evaluate(tiny_config, stage3)

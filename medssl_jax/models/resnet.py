@@ -3,6 +3,10 @@
 The small-image stem (a 3x3 stride-1 convolution, no max-pool) keeps 28-64 px inputs from
 being reduced to 1x1 before the last stage, as in the CIFAR variants used by SimCLR.
 The backbone returns pooled features; heads live in `heads.py`.
+
+Strided 3x3 convolutions and the stem's max-pool pad one pixel on every side, as PyTorch
+does, rather than Flax's "SAME" (which pads only after): torchvision weights converted by
+`torch_weights.py` then compute exactly what they computed in PyTorch.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 ModuleDef = Any
+_PAD_1 = ((1, 1), (1, 1))
 
 # name -> (block kind, blocks per stage)
 ARCHITECTURES = {
@@ -31,9 +36,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=_PAD_1)(x)
     y = nn.relu(self.norm()(y))
-    y = self.conv(self.filters, (3, 3))(y)
+    y = self.conv(self.filters, (3, 3), padding=_PAD_1)(y)
     # Zero-init the last norm's scale so each block starts as the identity.
     y = self.norm(scale_init=nn.initializers.zeros_init())(y)
     if residual.shape != y.shape:
@@ -52,7 +57,7 @@ class BottleneckBlock(nn.Module):
   def __call__(self, x):
     residual = x
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=_PAD_1)(y)
     y = nn.relu(self.norm()(y))
     y = self.conv(self.filters * 4, (1, 1))(y)
     y = self.norm(scale_init=nn.initializers.zeros_init())(y)
@@ -86,7 +91,7 @@ class ResNet(nn.Module):
     else:
       x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(x)
       x = nn.relu(norm(name="bn_init")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_PAD_1)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
