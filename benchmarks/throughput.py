@@ -5,7 +5,7 @@
 
 Runs the real jitted train step of the config's method, backbone, resolution and batch.
 "device": one batch kept on the device, so only compute is timed. "real data": every step
-reads the next batch from the grain pipeline and copies it to the devices, as training does.
+takes the next batch from the grain pipeline through the device prefetch, as training does.
 The host share is the fraction of a real-data step spent waiting for the next batch.
 """
 import functools
@@ -52,8 +52,9 @@ def main(argv):
                               image_shape=source.image_shape)
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
   step_fn = train.jit_train_step(config, model, method, optimizer, mesh)
-  iterator = train.make_data_iterator(config, source)
-  real_batch = lambda: sharding.to_global(train.batch_arrays(next(iterator)), mesh)
+  iterator = sharding.DevicePrefetch(train.make_data_iterator(config, source), mesh,
+                                     size=config.data.prefetch_to_device, transform=train.batch_arrays)
+  real_batch = lambda: next(iterator)
   device_batch = real_batch()
   base_key = jax.random.key(1)
 

@@ -32,6 +32,7 @@ def pretraining() -> ml_collections.ConfigDict:
   config.data.train_split = "train"
   config.data.pairing = "same_image"
   config.data.num_workers = 0    # grain worker processes; 0 reads in threads of the main process
+  config.data.prefetch_to_device = 2  # global batches copied to the devices ahead of the step
 
   config.augment = ml_collections.ConfigDict()
   config.augment.policy = "simclr"

@@ -12,6 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from medssl_jax import configuration
+from medssl_jax import sharding
 from medssl_jax.data import download
 from medssl_jax import train
 from medssl_jax import writers
@@ -19,8 +20,9 @@ from medssl_jax import writers
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for multi-process runs (omit on one "
-    "process; on Cloud TPU and SLURM jax finds it from the environment when set to 'auto').")
+    "coordinator_address", None, "host:port of process 0 for multi-process runs; 'auto' on Cloud "
+    "TPU pods (jax reads the TPU metadata). Omit on one process, and under srun: with more than "
+    "one SLURM task the processes join from the SLURM environment.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -28,24 +30,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
 
 
-def initialize_distributed() -> None:
-  if _COORDINATOR.value:
-    # Cross-process collectives for CPU devices (tests, local runs); GPUs and TPUs ignore it.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if _COORDINATOR.value == "auto":
-    jax.distributed.initialize()
-  elif _COORDINATOR.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   writers.quiet_library_logs()
-  initialize_distributed()
-  logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  how = sharding.initialize_multiprocess(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.info("JAX process %d/%d (set up from %s), %d local / %d global devices",
+               jax.process_index(), jax.process_count(), how, jax.local_device_count(),
+               jax.device_count())
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -6,13 +6,46 @@ replicated. Each process feeds its own slice of the global batch; the step sees 
 """
 from __future__ import annotations
 
-from typing import Sequence
+import collections
+import copy
+import os
+from typing import Callable, Mapping, Sequence
 
+import grain
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+
+
+def slurm_task_count(env: Mapping[str, str] = os.environ) -> int:
+  """Tasks of the SLURM job step this process belongs to (1 outside SLURM)."""
+  needed = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+  return int(env["SLURM_NTASKS"]) if all(k in env for k in needed) else 1
+
+
+def initialize_multiprocess(coordinator_address: str | None = None, num_processes: int | None = None,
+                            process_id: int | None = None, env: Mapping[str, str] = os.environ) -> str:
+  """Joins the other processes of a multi-process run; returns where the set-up came from.
+
+  "flags": coordinator_address HOST:PORT with num_processes and process_id.
+  "environment": coordinator_address "auto" (Cloud TPU pods: jax reads the TPU metadata),
+  or none given under `srun` with more than one task (jax reads the SLURM variables).
+  "single": one process, nothing to join.
+  """
+  if not coordinator_address and slurm_task_count(env) > 1:
+    coordinator_address = "auto"
+  if not coordinator_address:
+    return "single"
+  # Cross-process collectives for CPU devices (tests, local runs); GPUs and TPUs ignore it.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if coordinator_address == "auto":
+    jax.distributed.initialize()
+    return "environment"
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  return "flags"
 
 
 def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -47,3 +80,35 @@ def to_global(local_batch, mesh: Mesh):
   sharding = batch_sharding(mesh)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+class DevicePrefetch(grain.DatasetIterator):
+  """Global device batches from a host iterator, read `size` batches ahead: while step k runs,
+  batches k+1 .. k+size are already on their way to the devices (transfers are asynchronous).
+
+  It is checkpointed in place of the host iterator. Its state is the host iterator's state
+  after the last batch it handed out, not after the last one it read ahead, so a restored run
+  continues with the first batch the step never saw.
+  """
+
+  def __init__(self, host_iterator: grain.DatasetIterator, mesh: Mesh, *, size: int = 2,
+               transform: Callable[[dict], dict] = lambda batch: batch):
+    super().__init__(host_iterator)
+    self._mesh, self._size, self._transform = mesh, max(1, size), transform
+    self._ahead = collections.deque()  # (device batch, host state after it)
+    self._state = host_iterator.get_state()
+
+  def __next__(self):
+    while len(self._ahead) < self._size:
+      batch = to_global(self._transform(next(self._parent)), self._mesh)
+      self._ahead.append((batch, copy.deepcopy(self._parent.get_state())))
+    batch, self._state = self._ahead.popleft()
+    return batch
+
+  def get_state(self) -> dict:
+    return copy.deepcopy(self._state)
+
+  def set_state(self, state: dict) -> None:
+    self._parent.set_state(state)
+    self._ahead.clear()
+    self._state = copy.deepcopy(state)

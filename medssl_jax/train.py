@@ -133,7 +133,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   init_fn = jax.jit(functools.partial(create_train_state, config, model, method, optimizer,
                                       image_shape=source.image_shape),
                     out_shardings=sharding.replicated(mesh))
-  data_iterator = make_data_iterator(config, source)
+  # Batches go to the devices ahead of the step that uses them; checkpointed in place of
+  # the host iterator (its state is that of the batches actually consumed).
+  data_iterator = sharding.DevicePrefetch(make_data_iterator(config, source), mesh,
+                                          size=config.data.prefetch_to_device, transform=batch_arrays)
   resuming = checkpointing.has_checkpoint(workdir)
   init_record = None
   if not resuming:
@@ -164,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   timed_saves = preemption.TimedSaves(config.checkpoint_every_minutes)
   with preemption.PreemptionWatch() as watch:
     for step in range(start_step + 1, config.num_steps + 1):
-      batch = sharding.to_global(batch_arrays(next(data_iterator)), mesh)
+      batch = next(data_iterator)
       state, metrics = step_fn(state, batch, base_key)
       logging_step = step % config.log_every == 0 or step == config.num_steps
       if logging_step:

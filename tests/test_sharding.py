@@ -1,0 +1,87 @@
+"""Device prefetch (order and checkpointable state) and multi-process set-up from SLURM's
+environment with two real processes."""
+import os
+import random
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from conftest import REPO_ROOT
+from medssl_jax import sharding
+from medssl_jax import train
+from medssl_jax.data import sources
+
+
+def _free_port(ports) -> int:
+  for port in random.Random().sample(ports, 64):
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", port))
+        return port
+      except OSError:
+        continue
+  raise RuntimeError("no free port")
+
+
+def _host_iterator(config, medmnist_dir):
+  source = sources.open_source("pneumoniamnist", "train", data_dir=str(medmnist_dir))
+  return train.make_data_iterator(config, source)
+
+
+def test_prefetch_keeps_order_and_the_state_of_consumed_batches(tiny_config, medmnist_dir):
+  mesh = sharding.create_mesh()
+  plain = _host_iterator(tiny_config, medmnist_dir)
+  prefetched = sharding.DevicePrefetch(_host_iterator(tiny_config, medmnist_dir), mesh, size=3,
+                                       transform=train.batch_arrays)
+  for _ in range(4):
+    expected = train.batch_arrays(next(plain))
+    batch = next(prefetched)
+    assert batch["view1"].sharding == sharding.batch_sharding(mesh)
+    np.testing.assert_array_equal(np.asarray(batch["view1"]), expected["view1"])
+    # Three batches further have been read, but the state is that after the consumed one.
+    assert prefetched.get_state() == plain.get_state()
+
+  saved = prefetched.get_state()
+  after_save = [np.asarray(next(prefetched)["view1"]) for _ in range(2)]
+  restored = sharding.DevicePrefetch(_host_iterator(tiny_config, medmnist_dir), mesh, size=3,
+                                     transform=train.batch_arrays)
+  restored.set_state(saved)
+  for expected in after_save:
+    np.testing.assert_array_equal(np.asarray(next(restored)["view1"]), expected)
+
+
+def test_single_process_needs_no_set_up():
+  assert sharding.slurm_task_count({}) == 1
+  assert sharding.initialize_multiprocess(None, None, None, env={"SLURM_NTASKS": "4"}) == "single"
+
+
+_SLURM_PROCESS = textwrap.dedent("""
+    import jax, numpy as np
+    from jax.experimental import multihost_utils
+    from medssl_jax import sharding
+    how = sharding.initialize_multiprocess()
+    total = multihost_utils.process_allgather(np.array([jax.process_index() + 1])).sum()
+    print(how, jax.process_index(), jax.process_count(), jax.device_count(), total, flush=True)
+""")
+
+
+def test_processes_join_from_the_slurm_environment(tmp_path):
+  """What srun sets for a 2-task step on one node is all the processes need to find each other."""
+  # jax puts the coordinator on port 61440 + job id % 4096: use a job id whose port is free.
+  job_id = _free_port(range(61440, 65536)) - 61440
+  processes = []
+  for task in range(2):
+    env = dict(os.environ, SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost",
+               SLURM_NTASKS="2", SLURM_PROCID=str(task), SLURM_LOCALID=str(task),
+               XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(REPO_ROOT))
+    processes.append(subprocess.Popen([sys.executable, "-c", _SLURM_PROCESS], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  outputs = [p.communicate(timeout=120) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+  assert lines == ["environment 0 2 4 3", "environment 1 2 4 3"]
