@@ -71,6 +71,12 @@ class ResNet(nn.Module):
     self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
     self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
     self.fc = nn.Linear(512 * block.expansion, num_classes)
+    for module in self.modules():  # torchvision's initialisation
+      if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+      elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
   def _make_layer(self, block, planes, blocks, stride=1):
     downsample = None
@@ -89,10 +95,11 @@ class ResNet(nn.Module):
 
 
 def create(name: str) -> tuple[nn.Module, str]:
-  """(model, "torchvision" or "replica") for name in resnet18/34/50, random weights."""
+  """(model, "torchvision" or "replica: WHY") for name in resnet18/34/50, random weights."""
   try:
     import torchvision  # pylint: disable=g-import-not-at-top
     return getattr(torchvision.models, name)(), "torchvision"
-  except Exception:  # pylint: disable=broad-except  # ImportError, or its C ops failing to load
+  except Exception as e:  # pylint: disable=broad-except  # ImportError, or its C ops failing to load
     kind, layers = _LAYOUTS[name]
-    return ResNet(BasicBlock if kind == "basic" else Bottleneck, layers), "replica"
+    reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return ResNet(BasicBlock if kind == "basic" else Bottleneck, layers), f"replica ({reason})"
