@@ -69,3 +69,26 @@ def test_sequential_batches_cover_source_in_order():
   batches = list(pipeline.sequential_batches(IndexSource(10), 4))
   assert [len(b["image"]) for b in batches] == [4, 4, 2]
   np.testing.assert_array_equal(np.concatenate([b["image"][:, 0, 0, 0] for b in batches]), np.arange(10))
+
+
+def test_worker_processes_outlive_a_sigterm_to_the_whole_job():
+  """scancel and preempted VMs signal every process: grain's workers must keep serving
+  batches so the main process can finish its step and save."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags
+  source = IndexSource(40)
+  dataset = pipeline.pretraining_dataset(pairs.SameImage(source), 40, global_batch=8, seed=0,
+                                         process_index=0, process_count=1)
+  with_workers = pipeline.make_iterator(dataset, num_workers=1)
+  expected = _indices(_loader(), 6)
+  first = _indices(with_workers, 2)
+  workers = multiprocessing.active_children()
+  assert workers, "grain started no worker process"
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGTERM)
+  rest = _indices(with_workers, 4)
+  assert all(worker.is_alive() for worker in workers)
+  np.testing.assert_array_equal(np.concatenate([first, rest]), expected)

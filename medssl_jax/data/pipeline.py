@@ -10,6 +10,7 @@ process and fully determines where a resumed run continues, on any number of pro
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 
 import grain
@@ -61,11 +62,20 @@ def pretraining_dataset(pairing, num_examples: int, *, global_batch: int, seed: 
           .batch(local_batch, drop_remainder=True))
 
 
+def workers_ignore_sigterm(worker_index: int, worker_count: int) -> None:
+  """A scheduler's SIGTERM (SLURM's scancel, a preempted VM) reaches grain's worker processes
+  too. They ignore it, so that the main process can still read batches until it has saved its
+  checkpoint; it stops its workers itself when it exits."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_iterator(dataset: grain.MapDataset, num_workers: int = 0) -> grain.DatasetIterator:
   """An iterator whose state (`get_state`/`set_state`) is saved with every checkpoint."""
   iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
   if num_workers > 0:
-    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                                  worker_init_fn=workers_ignore_sigterm)
   return iter(iter_ds)
 
 
