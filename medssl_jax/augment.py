@@ -1,15 +1,20 @@
 """On-device, jitted, per-example random augmentations and named policies.
 
 A policy is a tuple of small frozen dataclasses (hashable, so it can be a static `jax.jit`
-argument). Geometric ops (crop, flip, rotate) do not touch pixels: each returns a 3x3
+argument). Geometric ops (crop, flips, rotations) do not touch pixels: each returns a 3x3
 affine matrix, the matrices compose into one map from output pixels to input pixels, and
-the image is resampled ONCE (bilinear) at out_size x out_size. Photometric ops then run in
-policy order on float32 in [0, 1], clipping after each.
+the image is resampled ONCE (bilinear) at out_size x out_size. Pixel ops (`PhotometricOp`:
+colour, blur, noise, cutout, ..., and the non-affine elastic warp) then run in policy order
+on float32 in [0, 1], clipping after each.
 
 Coordinates: a "normalized frame" with pixel centres at (i + 0.5) / n - 0.5, i.e. the
 image spans [-0.5, 0.5] on both axes, centre at 0. Vectors are (row, col, 1). The output
 is square, so rotations composed after a crop are true rotations of the output; a rotation
 applied directly to a non-square input acts in this normalized (stretched) frame.
+
+`POLICIES` holds the named recipes, `OPS` one default instance per short op name, and
+`policy_from_ops(["crop", "blur"])` builds a policy from such names (ablations, previews);
+wherever a policy name is taken, "crop+blur" means the same.
 
 Typical use inside a jitted train step (policy and out_size static):
 
@@ -67,7 +72,10 @@ def _affine(rows) -> jnp.ndarray:
 def _rotation(degrees) -> jnp.ndarray:
   """Samples the source at R q so the content turns counter-clockwise (np.rot90 sense)."""
   theta = jnp.deg2rad(degrees)
-  c, s = jnp.cos(theta), jnp.sin(theta)
+  return _rotation_cos_sin(jnp.cos(theta), jnp.sin(theta))
+
+
+def _rotation_cos_sin(c, s) -> jnp.ndarray:
   zero, one = jnp.zeros_like(c), jnp.ones_like(c)
   return jnp.stack([jnp.stack([c, s, zero]),
                     jnp.stack([-s, c, zero]),
@@ -127,6 +135,36 @@ class HorizontalFlip(GeometricOp):
 
 
 @dataclasses.dataclass(frozen=True)
+class VerticalFlip(GeometricOp):
+  """Mirror top-bottom with probability p."""
+  p: float = 0.5
+
+  def matrix(self, key, in_hw):
+    del in_hw
+    sign = jnp.where(_coin(jax.random.uniform(key), self.p), -1.0, 1.0)
+    return _affine([[sign, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+# cos and sin of k quarter turns, exact: cos(pi / 2) is not 0 in float32.
+_QUARTER_COS = (1.0, 0.0, -1.0, 0.0)
+_QUARTER_SIN = (0.0, 1.0, 0.0, -1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotate90(GeometricOp):
+  """Counter-clockwise by k quarter turns (np.rot90's k), k uniform over `turns`.
+
+  `Rotate` covers arbitrary angles; this one is exact and leaves no corners to fill.
+  """
+  turns: tuple[int, ...] = (0, 1, 2, 3)
+
+  def matrix(self, key, in_hw):
+    del in_hw
+    k = jnp.asarray(self.turns)[jax.random.randint(key, (), 0, len(self.turns))] % 4
+    return _rotation_cos_sin(jnp.asarray(_QUARTER_COS)[k], jnp.asarray(_QUARTER_SIN)[k])
+
+
+@dataclasses.dataclass(frozen=True)
 class Rotate(GeometricOp):
   """Rotate about the centre by an angle uniform in [-max_degrees, max_degrees].
 
@@ -156,6 +194,13 @@ def _gray_mean(image):
   if image.shape[-1] == 3:
     return sum(w * jnp.mean(image[..., i]) for i, w in enumerate(_LUMA))
   return jnp.mean(image)
+
+
+def _luma(image):
+  """[H, W, 1] grey level of an RGB or grey [H, W, C] image."""
+  if image.shape[-1] == 3:
+    return sum(w * image[..., i:i + 1] for i, w in enumerate(_LUMA))
+  return image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,26 +255,274 @@ class GaussianBlur(PhotometricOp):
     return jnp.where(_coin(u[0], self.p), jnp.clip(out, 0.0, 1.0), image)
 
 
+@dataclasses.dataclass(frozen=True)
+class Gamma(PhotometricOp):
+  """With probability p: x ** g with g log-uniform in `gamma` (g < 1 brightens)."""
+  gamma: tuple[float, float] = (0.5, 2.0)
+  p: float = 0.5
+
+  def apply(self, image, key):
+    u = jax.random.uniform(key, (2,))
+    g = jnp.exp(_uniform(u[1], math.log(self.gamma[0]), math.log(self.gamma[1])))
+    return jnp.where(_coin(u[0], self.p), jnp.power(image, g), image)
+
+
+def _blend(image, other, factor):
+  return jnp.clip(factor * image + (1 - factor) * other, 0.0, 1.0)
+
+
+def _shift_hue(image, shift):
+  """Adds `shift` (in turns) to the HSV hue of an RGB image; value and saturation kept."""
+  r, g, b = image[..., 0], image[..., 1], image[..., 2]
+  value = jnp.max(image, axis=-1)
+  chroma = value - jnp.min(image, axis=-1)
+  safe = jnp.where(chroma > 0, chroma, 1.0)
+  # Pick the largest channel by comparing channels, not by `value == r`: XLA may recompute
+  # the image in several fusions, rounded differently, and then no channel equals the max.
+  hue = jnp.where((r >= g) & (r >= b), (g - b) / safe,
+                  jnp.where(g >= b, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+  hue = jnp.mod(hue / 6.0 + shift, 1.0)
+  # HSV -> RGB without branches: channel n in (R, G, B) = (5, 3, 1).
+  out = [value - chroma * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+         for k in (jnp.mod(n + 6.0 * hue, 6.0) for n in (5.0, 3.0, 1.0))]
+  return jnp.stack(out, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorJitter(PhotometricOp):
+  """torchvision ColorJitter inside RandomApply(p), as in SimCLR and BYOL.
+
+  Factors as torchvision: brightness (x times b), contrast (blend with the grey mean) and
+  saturation (blend with the grey image), each uniform in [max(0, 1 - x), 1 + x]; hue adds a
+  shift uniform in [-hue, hue] turns of the HSV circle. With `random_order` (torchvision,
+  SimCLR, BYOL) the four run in a per-example random order; every one clips to [0, 1].
+  Grey (1-channel) images have no saturation or hue, so those two are no-ops there while
+  brightness and contrast still apply. `color_jitter(s)` gives SimCLR's strength s.
+  """
+  brightness: float = 0.8
+  contrast: float = 0.8
+  saturation: float = 0.8
+  hue: float = 0.2
+  p: float = 0.8
+  random_order: bool = True
+
+  def apply(self, image, key):
+    u = jax.random.uniform(key, (9,))
+    b = _uniform(u[1], max(0.0, 1 - self.brightness), 1 + self.brightness)
+    c = _uniform(u[2], max(0.0, 1 - self.contrast), 1 + self.contrast)
+    s = _uniform(u[3], max(0.0, 1 - self.saturation), 1 + self.saturation)
+    shift = _uniform(u[4], -self.hue, self.hue)
+    rgb = image.shape[-1] == 3
+    candidates = [(self.brightness, lambda x: jnp.clip(x * b, 0.0, 1.0)),
+                  (self.contrast, lambda x: _blend(x, _gray_mean(x), c)),
+                  (self.saturation if rgb else 0.0, lambda x: _blend(x, _luma(x), s)),
+                  (self.hue if rgb else 0.0, lambda x: jnp.clip(_shift_hue(x, shift), 0.0, 1.0))]
+    # Inactive ops are left out statically: less to compile, and exact no-ops.
+    active = [i for i, (strength, _) in enumerate(candidates) if strength > 0]
+    steps = [candidates[i][1] for i in active]
+    out = image
+    if self.random_order and len(steps) > 1:
+      # Ranks of one draw per op: two ops' relative order does not depend on the others.
+      order = jnp.argsort(u[5:][jnp.asarray(active)])
+      for i in range(len(steps)):
+        out = jax.lax.switch(order[i], steps, out)  # all branches run under vmap; cheap
+    else:
+      for step in steps:
+        out = step(out)
+    return jnp.where(_coin(u[0], self.p), out, image)
+
+
+def color_jitter(strength: float = 1.0, p: float = 0.8) -> ColorJitter:
+  """SimCLR's colour distortion of strength s: brightness, contrast, saturation 0.8 s, hue 0.2 s."""
+  return ColorJitter(0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength, p=p)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomGrayscale(PhotometricOp):
+  """With probability p: every channel set to the ITU-R 601 luma; grey images unchanged."""
+  p: float = 0.2
+
+  def apply(self, image, key):
+    if image.shape[-1] == 1:
+      return image
+    grey = jnp.broadcast_to(_luma(image), image.shape)
+    return jnp.where(_coin(jax.random.uniform(key), self.p), grey, image)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianNoise(PhotometricOp):
+  """With probability p: add i.i.d. N(0, std^2) per pixel and channel, std uniform in `std`."""
+  std: tuple[float, float] = (0.0, 0.1)
+  p: float = 0.5
+
+  def apply(self, image, key):
+    key_u, key_noise = jax.random.split(key)
+    u = jax.random.uniform(key_u, (2,))
+    noisy = image + _uniform(u[1], *self.std) * jax.random.normal(key_noise, image.shape)
+    return jnp.where(_coin(u[0], self.p), jnp.clip(noisy, 0.0, 1.0), image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sobel(PhotometricOp):
+  """With probability p: per-channel Sobel gradient magnitude / 4 (a unit step gives 1).
+
+  Edge-replicated borders; a constant image gives exactly 0 (each derivative is a
+  difference of two identically computed terms).
+  """
+  p: float = 1.0
+
+  def apply(self, image, key):
+    w = image.shape[1]
+    padded = jnp.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    row_diff = padded[2:] - padded[:-2]                      # [H, W + 2, C]
+    row_smooth = padded[2:] + 2 * padded[1:-1] + padded[:-2]
+    d_row = row_diff[:, :w] + 2 * row_diff[:, 1:w + 1] + row_diff[:, 2:]
+    d_col = row_smooth[:, 2:] - row_smooth[:, :w]
+    edges = jnp.clip(jnp.sqrt(d_row**2 + d_col**2) / 4.0, 0.0, 1.0)
+    return jnp.where(_coin(jax.random.uniform(key), self.p), edges, image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cutout(PhotometricOp):
+  """With probability p: a rectangle set to `fill` (DeVries & Taylor, 2017).
+
+  Height and width are independent fractions of the side, uniform in `size`, rounded to
+  whole pixels (at least 1); the rectangle lies fully inside the image, so its area is
+  exactly what was drawn.
+  """
+  size: tuple[float, float] = (0.1, 0.5)
+  fill: float = 0.0
+  p: float = 0.5
+
+  def apply(self, image, key):
+    h, w = image.shape[:2]
+    u = jax.random.uniform(key, (5,))
+    cut_h = jnp.clip(jnp.round(_uniform(u[1], *self.size) * h), 1, h)
+    cut_w = jnp.clip(jnp.round(_uniform(u[2], *self.size) * w), 1, w)
+    top = jnp.floor(u[3] * (h - cut_h + 1))
+    left = jnp.floor(u[4] * (w - cut_w + 1))
+    rows = jnp.arange(h, dtype=jnp.float32)[:, None, None]
+    cols = jnp.arange(w, dtype=jnp.float32)[None, :, None]
+    inside = (rows >= top) & (rows < top + cut_h) & (cols >= left) & (cols < left + cut_w)
+    return jnp.where(inside & _coin(u[0], self.p), jnp.float32(self.fill), image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Solarize(PhotometricOp):
+  """With probability p: values >= threshold become 1 - value (torchvision, BYOL)."""
+  threshold: float = 0.5
+  p: float = 0.2
+
+  def apply(self, image, key):
+    solarized = jnp.where(image >= self.threshold, 1.0 - image, image)
+    return jnp.where(_coin(jax.random.uniform(key), self.p), solarized, image)
+
+
+# The elastic warp is not affine, so it cannot join the fused matrix. It is a pixel op that
+# resamples the already-resampled output once more: one extra bilinear pass (slight blur)
+# on out_size pixels, in exchange for leaving the single-resample geometric path untouched.
+@dataclasses.dataclass(frozen=True)
+class ElasticDeformation(PhotometricOp):
+  """With probability p: warp by a smooth random displacement field.
+
+  Displacements of a `grid` x `grid` lattice of control points are uniform in
+  [-magnitude, magnitude] (fraction of the side) and interpolated bicubically to every
+  pixel; the image is sampled bilinearly at the displaced points, edges replicated.
+  """
+  magnitude: float = 0.05
+  grid: int = 4
+  p: float = 0.5
+
+  def apply(self, image, key):
+    h, w = image.shape[:2]
+    u = jax.random.uniform(key, (2 * self.grid * self.grid + 1,))
+    coarse = (2.0 * u[1:].reshape(self.grid, self.grid, 2) - 1.0) * self.magnitude
+    field = jax.image.resize(coarse, (h, w, 2), "cubic")
+    rows = jnp.arange(h, dtype=jnp.float32)[:, None] + field[..., 0] * h
+    cols = jnp.arange(w, dtype=jnp.float32)[None, :] + field[..., 1] * w
+    sample = lambda channel: jax.scipy.ndimage.map_coordinates(
+        channel, [rows, cols], order=1, mode="nearest")
+    warped = jax.vmap(sample, in_axes=-1, out_axes=-1)(image)
+    return jnp.where(_coin(u[0], self.p), warped, image)
+
+
+_SIMCLR_COLOUR = (color_jitter(1.0, p=0.8), RandomGrayscale(0.2), GaussianBlur(p=0.5))
+# BYOL's colour jitter: weaker saturation and hue than SimCLR's strength 1.
+_BYOL_JITTER = ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8)
+_MOCO_CXR = (Rotate(10.0), HorizontalFlip(0.5))
+
 POLICIES: dict[str, tuple[Op, ...]] = {
     # No augmentation: bilinear resize to out_size only.
     "none": (),
-    # SimCLR (Chen et al., 2020) minus colour hue/saturation, which grey medical images lack.
-    "simclr": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5),
-               BrightnessContrast(0.4, 0.4, p=0.8), GaussianBlur(p=0.5)),
-    # Chest X-ray: crop + brightness/contrast, the best pair in Sowrirajan/Azizi-style studies.
+    # SimCLR (Chen et al., 2020) default: crop, flip, colour jitter s=1 (p 0.8), grey 0.2, blur 0.5.
+    "simclr": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5)) + _SIMCLR_COLOUR,
+    # Chest X-ray: crop + brightness/contrast, the pair a chest X-ray augmentation study found best.
     "cxr": (RandomResizedCrop((0.3, 1.0)), BrightnessContrast(0.5, 0.5, p=1.0)),
-    # Microscopy/histology has no canonical orientation: SimCLR set plus any rotation.
-    "microscopy": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), Rotate(180.0),
-                   BrightnessContrast(0.4, 0.4, p=0.8), GaussianBlur(p=0.5)),
-    # MoCo-CXR (Sowrirajan et al., 2021): small rotation + horizontal flip.
-    "mocov2_cxr": (Rotate(10.0), HorizontalFlip(0.5)),
+    # Microscopy/histology has no canonical orientation: SimCLR set plus any rotation
+    # (t-SimCNE on medical data, Nwabufo et al., 2024).
+    "microscopy": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), Rotate(180.0))
+                  + _SIMCLR_COLOUR,
+    # MoCo-CXR (Sowrirajan et al., 2021): rotation up to 10 degrees + horizontal flip.
+    "mocov2_cxr": _MOCO_CXR,
+    "moco_cxr": _MOCO_CXR,
+    # MICLe (Azizi et al., 2021): crop, flip, rotation up to 45 degrees, SimCLR colour
+    # distortion at strength 0.5 (jitter p 0.8, then grey p 0.2 as in SimCLR's distortion).
+    "micle": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), Rotate(45.0),
+              color_jitter(0.5, p=0.8), RandomGrayscale(0.2)),
+    # BYOL (Grill et al., 2020) view 1: blur always, never solarize.
+    "byol_view1": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), _BYOL_JITTER,
+                   RandomGrayscale(0.2), GaussianBlur(p=1.0)),
+    # BYOL view 2: blur p 0.1, solarize p 0.2 (use as config.augment.policy_view2).
+    "byol_view2": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), _BYOL_JITTER,
+                   RandomGrayscale(0.2), GaussianBlur(p=0.1), Solarize(0.5, p=0.2)),
+}
+
+# One instance per op with its usual parameters, for single-op ablations and previews;
+# `dataclasses.replace(OPS["blur"], p=1.0)` changes a parameter.
+OPS: dict[str, Op] = {
+    "crop": RandomResizedCrop(),
+    "flip": HorizontalFlip(),
+    "vflip": VerticalFlip(),
+    "rotate": Rotate(),
+    "rot90": Rotate90(),
+    "brightness": BrightnessContrast(brightness=0.4, contrast=0.0),
+    "contrast": BrightnessContrast(brightness=0.0, contrast=0.4),
+    "gamma": Gamma(),
+    "color_jitter": ColorJitter(),
+    "grayscale": RandomGrayscale(),
+    "blur": GaussianBlur(),
+    "noise": GaussianNoise(),
+    "sobel": Sobel(),
+    "cutout": Cutout(),
+    "solarize": Solarize(),
+    "elastic": ElasticDeformation(),
 }
 
 
 def get_policy(name: str) -> tuple[Op, ...]:
-  if name not in POLICIES:
-    raise ValueError(f"Unknown augmentation policy {name!r}; valid: {sorted(POLICIES)}")
-  return POLICIES[name]
+  """A named policy, or OPS names joined by "+" ("crop+blur"; see policy_from_ops).
+
+  Configs hold the policy as a string, so an op combination (augmentation studies, previews)
+  needs a string form too; "+" is the only syntax.
+  """
+  if name in POLICIES:
+    return POLICIES[name]
+  op_names = name.split("+")
+  if all(op in OPS for op in op_names):
+    return policy_from_ops(op_names)
+  raise ValueError(f"Unknown augmentation policy {name!r}; valid: {sorted(POLICIES)}, or op "
+                   f"names joined by '+' from {sorted(OPS)}")
+
+
+def policy_from_ops(names) -> tuple[Op, ...]:
+  """The policy of the OPS named, geometric ops first (so they fuse), else in given order."""
+  names = (names,) if isinstance(names, str) else tuple(names)
+  unknown = [n for n in names if n not in OPS]
+  if unknown:
+    raise ValueError(f"Unknown augmentation op(s) {unknown}; valid: {sorted(OPS)}")
+  ops = [OPS[n] for n in names]
+  return (tuple(op for op in ops if isinstance(op, GeometricOp))
+          + tuple(op for op in ops if not isinstance(op, GeometricOp)))
 
 
 def _split_policy(policy) -> tuple[tuple[int, GeometricOp], tuple[int, PhotometricOp]]:
@@ -299,17 +592,21 @@ def _check_batch(images):
     raise ValueError(f"Expected images [B, H, W, C] with C in (1, 3); got {images.shape}")
 
 
-def augment_batch(images, rng, policy, out_size: int) -> jnp.ndarray:
-  """Per-example augmentation: uint8 or float [B, H, W, C] -> float32 [B, out, out, C].
+def augment_batch(images, rng, policy, out_size: int, keep_dtype: bool = False) -> jnp.ndarray:
+  """Per-example augmentation: uint8 or float [B, H, W, C] -> float32 [B, out, out, C] in
+  [0, 1], the network's input; with keep_dtype, in the input's dtype (uint8 rounded to 0-255).
 
   `rng` is one key, split into B per-example keys. `policy` is a tuple of ops or a name in
-  POLICIES; keep `policy` and `out_size` static under jit.
+  POLICIES; keep `policy`, `out_size` and `keep_dtype` static under jit.
   """
   images = jnp.asarray(images)
   _check_batch(images)
   _split_policy(policy)  # validate once, outside vmap, for a clearer traceback
   keys = jax.random.split(rng, images.shape[0])
-  return jax.vmap(lambda im, k: augment_image(im, k, policy, out_size))(images, keys)
+  out = jax.vmap(lambda im, k: augment_image(im, k, policy, out_size))(images, keys)
+  if keep_dtype and images.dtype == jnp.uint8:
+    return jnp.round(out * 255.0).astype(jnp.uint8)
+  return out.astype(images.dtype) if keep_dtype else out
 
 
 def preprocess_batch(images, out_size) -> jnp.ndarray:

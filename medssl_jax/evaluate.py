@@ -32,9 +32,6 @@ from medssl_jax.evaluation import plots
 from medssl_jax.evaluation import probes
 from medssl_jax.models import encoder as encoder_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results.")
-flags.mark_flags_as_required(["config", "workdir"])
 # Errors caused by the user's input: reported as one message, without a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
 
@@ -200,10 +197,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   writers.quiet_library_logs()
-  evaluate(_CONFIG.value, _WORKDIR.value)
+  evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def run():
+  # Flags are defined here, not at import, so that other binaries (the augmentation study)
+  # can call evaluate() with flags of their own.
+  config_flags.DEFINE_config_file("config", None, "Evaluation config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for results.")
+  flags.mark_flags_as_required(["config", "workdir"])
   configuration.run_binary(main, USER_ERRORS)
 
 
