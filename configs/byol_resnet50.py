@@ -10,8 +10,8 @@ networks both run forward on every step).
 Should reach: BYOL's ImageNet recipe (Grill et al. 2020: 1000 epochs, batch 4096, LARS with lr
 0.2 x batch/256 after 10 warmup epochs, weight decay 1.5e-6, tau_base 0.996, 4096-256
 projector and predictor) gives a 74.3% top-1 linear probe on ImageNet (72.5% after 300
-epochs). BYOL's asymmetric views (blur always on view 1, rarely on view 2, solarisation on
-view 2) are not among augment.py's policies; both views use the "simclr" policy here.
+epochs). BYOL's asymmetric views: policy "byol_view1" (blur always) for view 1 and
+"byol_view2" (blur p 0.1, solarisation p 0.2) for view 2.
 Not yet measured with this code: see BENCHMARKS.md.
 """
 import ml_collections
@@ -24,7 +24,8 @@ _IMAGENET_TRAIN_IMAGES = 1_281_167
 def get_config():
   config = defaults.pretraining()
   config.method = "byol"
-  config.augment.policy = "simclr"
+  config.augment.policy = "byol_view1"
+  config.augment.policy_view2 = "byol_view2"
   config.augment.size = 224
   config.model.name = "resnet50"
   config.model.width = 1.0

@@ -32,7 +32,7 @@ def get_config():
   config.data.name = "nih_cxr1000"   # override with a 224 px grouped data set
   config.data.pairing = "patient"
   config.data.num_workers = 8
-  config.augment.policy = "simclr"
+  config.augment.policy = "micle"   # crop, flip, rotation up to 45 degrees, colour jitter 0.5
   config.augment.size = 224
   config.model.name = "resnet50"
   config.model.width = 1.0
