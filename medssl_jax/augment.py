@@ -325,7 +325,8 @@ class ColorJitter(PhotometricOp):
       # Ranks of one draw per op: two ops' relative order does not depend on the others.
       order = jnp.argsort(u[5:][jnp.asarray(active)])
       for i in range(len(steps)):
-        out = jax.lax.switch(order[i], steps, out)  # all branches run under vmap; cheap
+        # Under vmap every branch runs at every position (n x the work; see BENCHMARKS.md).
+        out = jax.lax.switch(order[i], steps, out)
     else:
       for step in steps:
         out = step(out)
