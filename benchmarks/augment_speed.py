@@ -24,8 +24,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from medssl_jax import augment
-from medssl_jax import methods
-from medssl_jax import optim
 from medssl_jax import sharding
 from medssl_jax import train
 
@@ -61,15 +59,7 @@ def _augment_table(images, keys):
 def _train_step_seconds(config, steps):
   """Seconds per train step of `config` on one batch kept on the devices."""
   mesh = sharding.create_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  method = methods.get_method(config.method)
-  source = train.open_training_source(config)
-  model = method.create_model(config)
-  optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
-  init_fn = functools.partial(train.create_train_state, config, model, method, optimizer,
-                              image_shape=source.image_shape)
-  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-  step_fn = train.jit_train_step(config, model, method, optimizer, mesh)
+  source, state, step_fn = train.fresh_state_and_step(config, mesh)
   local_batch = train.batch_arrays(next(train.make_data_iterator(config, source)))
   batch = sharding.to_global(local_batch, mesh)
   base_key = jax.random.key(1)

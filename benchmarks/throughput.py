@@ -8,7 +8,6 @@ Runs the real jitted train step of the config's method, backbone, resolution and
 takes the next batch from the grain pipeline through the device prefetch, as training does.
 The host share is the fraction of a real-data step spent waiting for the next batch.
 """
-import functools
 import time
 
 import jax
@@ -16,8 +15,6 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from medssl_jax import methods
-from medssl_jax import optim
 from medssl_jax import sharding
 from medssl_jax import train
 
@@ -43,15 +40,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   mesh = sharding.create_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  method = methods.get_method(config.method)
-  source = train.open_training_source(config)
-  model = method.create_model(config)
-  optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
-  init_fn = functools.partial(train.create_train_state, config, model, method, optimizer,
-                              image_shape=source.image_shape)
-  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-  step_fn = train.jit_train_step(config, model, method, optimizer, mesh)
+  source, state, step_fn = train.fresh_state_and_step(config, mesh)
   iterator = sharding.DevicePrefetch(train.make_data_iterator(config, source), mesh,
                                      size=config.data.prefetch_to_device, transform=train.batch_arrays)
   real_batch = lambda: next(iterator)

@@ -67,10 +67,8 @@ def load_backbone(path, step: int | None = None, *, sharding: Any = None,
                        f"from, {info['source_workdir']}, may hold step {step}")
     variables = tree["backbone"]
   else:
-    config, all_variables, step = checkpointing.restore_variables(path, step)
-    variables = {"params": all_variables["params"]["backbone"],
-                 "batch_stats": all_variables["batch_stats"].get("backbone", {})}
-    info = export.describe(config, all_variables, step, path)
+    config, variables, step = checkpointing.restore_backbone(path, step)
+    info = export.describe(config, variables["params"], step, path)
   model_config = ml_collections.ConfigDict(info["model"])
   if dtype:
     model_config.dtype = dtype

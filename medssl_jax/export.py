@@ -37,7 +37,7 @@ def input_channels(backbone_params) -> int:
   return int(backbone_params["conv_init"]["kernel"].shape[2])
 
 
-def describe(config, variables, step: int, workdir, modules=("backbone",)) -> dict:
+def describe(config, backbone_params, step: int, workdir, modules=("backbone",)) -> dict:
   """The JSON description of a run's backbone, as written next to an export."""
   model = config.model
   info = {
@@ -45,7 +45,7 @@ def describe(config, variables, step: int, workdir, modules=("backbone",)) -> di
       "architecture": model.name, "width": model.width, "small_stem": model.small_stem,
       "model": model.to_dict(),
       "input": {"size": config.augment.size,
-                "channels": input_channels(variables["params"]["backbone"]),
+                "channels": input_channels(backbone_params),
                 "scaling": INPUT_SCALING},
       "method": config.method, "step": int(step), "data": config.data.name,
       "source_workdir": str(pathlib.Path(workdir).absolute()),
@@ -72,7 +72,7 @@ def export(workdir, out_dir, *, step: int | None = None, include_projector: bool
   if missing:
     raise ValueError(f"the {config.method} network in {workdir} has no {missing}; "
                      f"modules: {sorted(variables['params'])}")
-  info = describe(config, variables, step, workdir, modules)
+  info = describe(config, variables["params"]["backbone"], step, workdir, modules)
   info["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(out_dir / VARIABLES_DIR, _modules_tree(variables, modules))

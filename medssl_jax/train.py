@@ -113,6 +113,20 @@ def initialize_from(state: TrainState, config, method, optimizer, mesh) -> tuple
   return jax.device_put(state, sharding.replicated(mesh)), record
 
 
+def fresh_state_and_step(config, mesh):
+  """(source, freshly initialised replicated state, jitted step) of `config`: what the
+  benchmarks time, without the loop's resume, checkpoints and writers."""
+  sharding.check_batch_size(config.batch_size, mesh)
+  method = methods.get_method(config.method)
+  source = open_training_source(config)
+  model = method.create_model(config)
+  optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
+  init_fn = functools.partial(create_train_state, config, model, method, optimizer,
+                              image_shape=source.image_shape)
+  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+  return source, state, jit_train_step(config, model, method, optimizer, mesh)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainState:
   """Pretrains for config.num_steps, resuming from the latest checkpoint in `workdir`.
 
