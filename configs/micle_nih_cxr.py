@@ -15,8 +15,8 @@ Needs: the nih_cxr1000 folder (index.csv + PNGs; never downloaded), found throug
 Should reach: a linear-probe test AUROC (normal vs abnormal) above the same network at random
 initialisation. Measured once (BENCHMARKS.md, 2026-11-22): after these 200 steps it did NOT
 (0.647 vs 0.721, overlapping intervals); 7 min 17 s on 2 CPU cores with the evaluation.
-Caveat: the shipped train/valid/test folders share 30 patients, so probe numbers on them are
-optimistic; a patient-disjoint split is needed for a clean estimate.
+The shipped train/valid/test folders share 30 patients, so training and evaluation refuse
+them; this recipe splits by patient instead (data.split.by="group", 60/20/20, seed 0).
 """
 from medssl_jax import defaults
 
@@ -26,6 +26,8 @@ def get_config():
   config.method = "micle"
   config.data.name = "nih_cxr1000"
   config.data.pairing = "patient"
+  config.data.split.by = "group"     # patient-disjoint train/val/test
+  config.data.split.fractions = (0.6, 0.2, 0.2)
   config.augment.policy = "cxr"
   config.augment.size = 32           # crops of the 64 px images resampled to 32: CPU-sized
   config.model.name = "resnet18"

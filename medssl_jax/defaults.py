@@ -33,6 +33,33 @@ def pretraining() -> ml_collections.ConfigDict:
   config.data.pairing = "same_image"
   config.data.num_workers = 0    # grain worker processes; 0 reads in threads of the main process
   config.data.prefetch_to_device = 2  # global batches copied to the devices ahead of the step
+  # Image files (a CSV manifest, a known layout such as "chexpert"): decoded once, before
+  # training, to image_size x image_size (aspect kept, then centre "crop" or black "pad").
+  config.data.image_size = 0     # 0 = keep the files' size (all must then share one)
+  config.data.resize = "crop"
+  config.data.channels = 1
+  config.data.bad_files = "stop"  # unreadable files: "stop" lists them all before training; "skip" drops them
+  config.data.uncertain = "ignore"  # multi-label "-1" (CheXpert, MIMIC-CXR): ignore | zeros | ones
+  config.data.frontal_only = True   # CheXpert: frontal views only
+  # data.name = "csv": any CSV with a path column; the other columns are optional.
+  config.data.manifest = ml_collections.ConfigDict()
+  config.data.manifest.csv = ""         # path of the CSV file
+  config.data.manifest.root = ""        # image paths are relative to this; "" = the CSV's folder
+  config.data.manifest.path_column = "path"
+  config.data.manifest.label_column = ""       # one class-id column, or
+  config.data.manifest.label_columns = ("",)   # several 0/1 columns (multi-label; blank = unknown)
+  config.data.manifest.label_name_column = ""
+  config.data.manifest.group_column = ""       # patient / study / lesion id: MICLe pairs, patient-safe splits
+  config.data.manifest.split_column = ""
+  config.data.manifest.split_values = ("train", "val", "test")  # its values for our train, val, test
+  # Which images form each split: "file" = as the data set ships it (split column, folders);
+  # "group" = drawn by group (patient) with the seed and fractions. A split that puts one
+  # group in two splits is refused, listing the groups, unless allow_leakage.
+  config.data.split = ml_collections.ConfigDict()
+  config.data.split.by = "file"
+  config.data.split.fractions = (0.7, 0.15, 0.15)
+  config.data.split.seed = 0
+  config.data.split.allow_leakage = False
 
   config.augment = ml_collections.ConfigDict()
   config.augment.policy = "simclr"

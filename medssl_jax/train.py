@@ -24,9 +24,9 @@ from medssl_jax import preemption
 from medssl_jax import sharding
 from medssl_jax import transfer
 from medssl_jax import writers
+from medssl_jax.data import catalog
 from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
-from medssl_jax.data import sources
 
 
 @flax.struct.dataclass
@@ -86,8 +86,7 @@ def jit_train_step(config, model, method, optimizer, mesh):
 
 
 def open_training_source(config):
-  return sources.open_source(config.data.name, config.data.train_split, data_dir=config.data.dir or None,
-                             cache_dir=config.data.cache_dir or None)
+  return catalog.open_data(config.data, config.data.train_split)
 
 
 def make_data_iterator(config, source):

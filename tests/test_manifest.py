@@ -239,3 +239,172 @@ def test_bad_manifests(tmp_path, nih_dir):
                                path_column="relpath")
   with pytest.raises(ValueError, match="is not a class id"):
     manifest.CSVManifestSource(index, path_column="relpath", label_column="label_name")
+
+
+# Tables, multi-label columns, resizing, bad files, DICOM.
+
+
+def _real_images(nih_dir, index_rows, n):
+  return [str(nih_dir / row["relpath"]) for row in index_rows[:n]]
+
+
+@pytest.mark.parametrize("policy,expected", [
+    ("ignore", [[1, -1, -1], [0, 1, -1]]),
+    ("zeros", [[1, 0, -1], [0, 1, 0]]),
+    ("ones", [[1, 1, -1], [0, 1, 1]]),
+])
+def test_multi_label_blank_is_unknown_and_minus_one_follows_policy(
+    tmp_path, nih_dir, index_rows, policy, expected):
+  # Column b of row 0 is uncertain ("-1"), column c of row 0 blank, of row 1 "-1.0".
+  path = _write_csv(tmp_path / "m.csv", [[p, *v] for p, v in zip(
+      _real_images(nih_dir, index_rows, 2), [["1.0", "-1", ""], ["0", "1.0", "-1.0"]])],
+                    ["path", "a", "b", "c"])
+  table = manifest.read_csv_table(path, path_column="path", label_columns=("a", "b", "c"),
+                                  uncertain=policy)
+  assert table.multi_label and table.class_names == ("a", "b", "c") and table.num_classes == 3
+  assert table.labels.dtype == np.int8
+  np.testing.assert_array_equal(table.labels, expected)
+  src = manifest.TableSource(table)
+  np.testing.assert_array_equal(src.labels, expected)
+  assert src.multi_label and src[1]["label"].tolist() == expected[1]
+
+
+def test_bad_label_values_and_policy_are_refused(tmp_path, nih_dir, index_rows):
+  path = _write_csv(tmp_path / "m.csv", [[_real_images(nih_dir, index_rows, 1)[0], "yes"]],
+                    ["path", "a"])
+  with pytest.raises(ValueError, match="line 2: a='yes' is not a binary label"):
+    manifest.read_csv_table(path, path_column="path", label_columns=("a",))
+  with pytest.raises(ValueError, match="ignore, zeros, ones"):
+    manifest.read_csv_table(path, path_column="path", label_columns=("a",), uncertain="u-one")
+  with pytest.raises(ValueError, match="not both"):
+    manifest.read_csv_table(path, path_column="path", label_column="a", label_columns=("a",))
+
+
+def test_csv_table_splits_groups_and_select(tmp_path, nih_dir, index_rows):
+  images = _real_images(nih_dir, index_rows, 4)
+  rows = [[images[0], "train", "p1", "0"], [images[1], "valid", "p1", ""],
+          [images[2], "test", "", "1"], [images[3], "", "p2", "1"]]
+  path = _write_csv(tmp_path / "m.csv", rows, ["path", "split", "patient", "y"])
+  table = manifest.read_csv_table(path, path_column="path", label_column="y",
+                                  group_column="patient", split_column="split", name="mine")
+  assert table.name == "mine" and len(table) == 4 and table.has_groups
+  assert table.splits.tolist() == ["train", "val", "test", ""]  # "valid" normalised
+  assert table.groups.tolist() == ["p1", "p1", images[2], "p2"]  # blank id: its own group
+  np.testing.assert_array_equal(table.labels, [0, -1, 1, 1])  # blank: unlabelled
+  sub = table.select(table.splits != "")
+  assert sub.paths == tuple(images[:3]) and sub.labels.tolist() == [0, -1, 1]
+  assert table.select([3, 0]).groups.tolist() == ["p2", "p1"]
+  with pytest.raises(ValueError, match="'valid'.*split_values"):
+    manifest.read_csv_table(path, path_column="path", split_column="split",
+                            split_values={"train": "train", "val": "val", "test": "test"})
+  odd = manifest.read_csv_table(path, path_column="path", split_column="split",
+                                split_values={"train": "test", "val": "train", "test": "valid"})
+  assert odd.splits.tolist() == ["val", "test", "train", ""]
+  with pytest.raises(ValueError, match="paths but 1 groups"):
+    manifest.Table("t", ("a", "b"), np.zeros(2), np.array(["g"]), np.array(["", ""]), (),
+                   False, False)
+
+
+def test_table_source_numbers_groups_over_the_whole_table(nih_dir, index_rows):
+  table = manifest.nih_cxr1000_table(nih_dir)
+  assert len(table) == 1000 and table.name == "nih_cxr1000" and table.has_groups
+  assert {s: int((table.splits == s).sum()) for s in ("train", "val", "test")} == {
+      "train": 600, "val": 200, "test": 200}
+  assert table.class_names == ("normal", "abnormal")
+  src = manifest.TableSource(table, table.splits == "val", split="val", image_size=32)
+  val_rows = [row for row in index_rows if row["split"] == "valid"]
+  assert len(src) == 200 and src.image_shape == (32, 32, 1) and src.split == "val"
+  assert [src.group_names[g] for g in src.groups] == [r["patient_id"] for r in val_rows]
+  assert len(src.group_names) == 264  # numbered over every split
+  np.testing.assert_array_equal(src.labels, [int(r["label"]) for r in val_rows])
+  np.testing.assert_array_equal(src.rows, np.flatnonzero(table.splits == "val"))
+
+
+def test_pad_keeps_the_whole_image_and_crop_the_centre(tmp_path, nih_dir, index_rows):
+  original = np.asarray(Image.open(nih_dir / index_rows[0]["relpath"]).convert("L"))
+  wide = original[16:48, :]  # 32 high, 64 wide
+  Image.fromarray(wide).save(tmp_path / "wide.png")
+  table = manifest.read_csv_table(_write_csv(tmp_path / "m.csv", [["wide.png"]], ["p"]),
+                                  path_column="p")
+  padded = manifest.TableSource(table, image_size=32, resize="pad").images[0, ..., 0]
+  # Long side 64 -> 32, so the whole image is 32 x 16, centred between black bars.
+  assert not padded[:8].any() and not padded[24:].any()
+  small = np.asarray(Image.fromarray(wide).resize((32, 16), Image.Resampling.BICUBIC))
+  np.testing.assert_array_equal(padded[8:24], small)
+  assert small.mean() > 20  # the band is the X-ray, not black
+  cropped = manifest.TableSource(table, image_size=32, resize="crop").images[0, ..., 0]
+  np.testing.assert_array_equal(cropped, wide[:, 16:48])  # short side kept, centre cut
+  with pytest.raises(ValueError, match="resize must be one of crop, pad"):
+    manifest.TableSource(table, image_size=32, resize="stretch")
+
+
+def _bad_manifest(tmp_path, nih_dir, index_rows):
+  data = (nih_dir / index_rows[0]["relpath"]).read_bytes()
+  (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+  (tmp_path / "notes.png").write_text("this is a text file, not a PNG\n")
+  good = _real_images(nih_dir, index_rows, 2)
+  path = _write_csv(tmp_path / "m.csv", [[good[0], "0"], ["cut.png", "1"], ["notes.png", "1"],
+                                         [good[1], "1"]], ["p", "y"])
+  return manifest.read_csv_table(path, path_column="p", label_column="y"), good
+
+
+def test_bad_files_stop_lists_every_one(tmp_path, nih_dir, index_rows):
+  table, _ = _bad_manifest(tmp_path, nih_dir, index_rows)
+  with pytest.raises(manifest.BadImageFilesError) as info:
+    manifest.TableSource(table)
+  message = str(info.value)
+  assert "2 of 4 image files" in message and "bad_files='skip'" in message
+  assert f"cannot decode image {tmp_path / 'cut.png'}" in message
+  assert f"cannot decode image {tmp_path / 'notes.png'}" in message
+  assert [p for p, _ in info.value.bad] == [str(tmp_path / "cut.png"),
+                                            str(tmp_path / "notes.png")]
+  assert isinstance(info.value, ValueError) and not isinstance(info.value, FileNotFoundError)
+
+
+def test_bad_files_skip_drops_and_reports_them(tmp_path, nih_dir, index_rows, caplog):
+  table, good = _bad_manifest(tmp_path, nih_dir, index_rows)
+  with caplog.at_level("WARNING"):
+    src = manifest.TableSource(table, bad_files="skip")
+  assert len(src) == 2 and src.paths == tuple(good) and src.rows.tolist() == [0, 3]
+  assert src.labels.tolist() == [0, 1] and src.groups.tolist() == [0, 1]
+  assert [p for p, _ in src.skipped] == [str(tmp_path / "cut.png"), str(tmp_path / "notes.png")]
+  assert "skipping 2 of 4 image files" in caplog.text and "notes.png" in caplog.text
+  with pytest.raises(manifest.BadImageFilesError, match="2 of 2"):  # nothing left: refuse
+    manifest.TableSource(table, [1, 2], bad_files="skip")
+
+
+def test_progress_is_logged_with_rate_and_eta(nih_dir, index_rows, caplog, monkeypatch):
+  monkeypatch.setattr(manifest, "_PROGRESS_EVERY_S", 0.0)
+  table = manifest.nih_cxr1000_table(nih_dir)
+  with caplog.at_level("INFO"):
+    manifest.TableSource(table, np.arange(5), num_threads=1)
+  assert "decoded 1/5 images" in caplog.text
+  assert "images/s" in caplog.text and "ETA" in caplog.text
+
+
+def test_sixteen_bit_png_maps_its_high_byte(tmp_path):
+  # A full-range 16-bit gradient: 8-bit value = value >> 8 (Pillow alone would clip to 255).
+  deep = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+  Image.fromarray(deep).save(tmp_path / "deep.png")
+  table = manifest.read_csv_table(_write_csv(tmp_path / "m.csv", [["deep.png"]], ["p"]),
+                                  path_column="p")
+  image = manifest.TableSource(table).images[0, ..., 0]
+  np.testing.assert_array_equal(image, deep >> 8)
+  assert image.min() == 0 and image.max() == 255
+
+
+def test_dicom_files_decode_like_other_images(tmp_path, shared_data):
+  from medssl_jax.data import dicom  # pylint: disable=g-import-not-at-top
+  ct = shared_data / "dicom" / "CT_small.dcm"
+  (tmp_path / "ct.dicom").write_bytes(ct.read_bytes())  # VinDr-CXR's suffix
+  expected = dicom.read_dicom(ct)
+  grey = manifest.decode_image(ct)
+  np.testing.assert_array_equal(grey[..., 0], expected)
+  rgb = manifest.decode_image(tmp_path / "ct.dicom", 32, channels=3)
+  assert rgb.shape == (32, 32, 3) and rgb.std() > 10
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])  # grey repeated
+  small = np.asarray(Image.fromarray(expected).resize((32, 32), Image.Resampling.BICUBIC))
+  np.testing.assert_array_equal(rgb[..., 0], small)
+  (tmp_path / "cut.dcm").write_bytes(ct.read_bytes()[:2000])
+  with pytest.raises(ValueError, match="cannot decode image .*cut.dcm"):
+    manifest.decode_image(tmp_path / "cut.dcm")

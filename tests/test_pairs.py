@@ -129,6 +129,7 @@ def test_micle_training_steps_have_finite_loss(tiny_config, nih_dir, tmp_path):
   tiny_config.method = "micle"
   tiny_config.data.name = "nih_cxr1000"
   tiny_config.data.pairing = "patient"
+  tiny_config.data.split.by = "group"  # the shipped folders share 30 patients
   tiny_config.data.dir = str(nih_dir)
   tiny_config.augment.size = 32  # views downsampled from 64 px: CPU-sized
   tiny_config.num_steps = 2
