@@ -5,7 +5,7 @@
 
 For each data set, converts one split with array_record.convert (into --out, or a temporary
 directory removed afterwards), then prints images/s for:
-  original       nih_cxr1000 (a CSV manifest): manifest.decode_image on each PNG file, in
+  original       nih_cxr1000 (a CSV manifest): decode.decode_image on each PNG file, in
                  shuffled order. MedMNIST: loading the split from its .npz (all of it at
                  once; there is no per-image file), per image of the split.
   in memory      source[i] on the opened source (its images decoded into memory already).
@@ -31,6 +31,7 @@ import grain
 import numpy as np
 
 from medssl_jax.data import array_record
+from medssl_jax.data import decode
 from medssl_jax.data import manifest
 from medssl_jax.data import sources
 
@@ -48,9 +49,9 @@ def _open(name: str, split: str, data_dir: pathlib.Path, image_size: int | None)
 def _original_rate(name: str, source, data_dir, image_size, order) -> tuple[float, str]:
   """images/s reading from the files the source was made from."""
   if isinstance(source, manifest.CSVManifestSource):
-    decode = lambda i: manifest.decode_image(source.paths[i], image_size,  # noqa: E731
-                                             source.image_shape[-1])
-    return _rate(decode, order), "decode PNG per image"
+    decode_one = lambda i: decode.decode_image(source.paths[i], image_size,  # noqa: E731
+                                               source.image_shape[-1])
+    return _rate(decode_one, order), "decode PNG per image"
   return (_best_rate(lambda: _open(name, source.split, data_dir, image_size), len(source)),
           "load split from .npz")
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medssl_jax.data import decode
 from medssl_jax.data import manifest
 from medssl_jax.data import sources
+from medssl_jax.data import table as table_lib
 
 
 @pytest.fixture(autouse=True)
@@ -259,8 +261,8 @@ def test_multi_label_blank_is_unknown_and_minus_one_follows_policy(
   path = _write_csv(tmp_path / "m.csv", [[p, *v] for p, v in zip(
       _real_images(nih_dir, index_rows, 2), [["1.0", "-1", ""], ["0", "1.0", "-1.0"]])],
                     ["path", "a", "b", "c"])
-  table = manifest.read_csv_table(path, path_column="path", label_columns=("a", "b", "c"),
-                                  uncertain=policy)
+  table = table_lib.read_csv_table(path, path_column="path", label_columns=("a", "b", "c"),
+                                   uncertain=policy)
   assert table.multi_label and table.class_names == ("a", "b", "c") and table.num_classes == 3
   assert table.labels.dtype == np.int8
   np.testing.assert_array_equal(table.labels, expected)
@@ -273,11 +275,11 @@ def test_bad_label_values_and_policy_are_refused(tmp_path, nih_dir, index_rows):
   path = _write_csv(tmp_path / "m.csv", [[_real_images(nih_dir, index_rows, 1)[0], "yes"]],
                     ["path", "a"])
   with pytest.raises(ValueError, match="line 2: a='yes' is not a binary label"):
-    manifest.read_csv_table(path, path_column="path", label_columns=("a",))
+    table_lib.read_csv_table(path, path_column="path", label_columns=("a",))
   with pytest.raises(ValueError, match="ignore, zeros, ones"):
-    manifest.read_csv_table(path, path_column="path", label_columns=("a",), uncertain="u-one")
+    table_lib.read_csv_table(path, path_column="path", label_columns=("a",), uncertain="u-one")
   with pytest.raises(ValueError, match="not both"):
-    manifest.read_csv_table(path, path_column="path", label_column="a", label_columns=("a",))
+    table_lib.read_csv_table(path, path_column="path", label_column="a", label_columns=("a",))
 
 
 def test_csv_table_splits_groups_and_select(tmp_path, nih_dir, index_rows):
@@ -285,8 +287,8 @@ def test_csv_table_splits_groups_and_select(tmp_path, nih_dir, index_rows):
   rows = [[images[0], "train", "p1", "0"], [images[1], "valid", "p1", ""],
           [images[2], "test", "", "1"], [images[3], "", "p2", "1"]]
   path = _write_csv(tmp_path / "m.csv", rows, ["path", "split", "patient", "y"])
-  table = manifest.read_csv_table(path, path_column="path", label_column="y",
-                                  group_column="patient", split_column="split", name="mine")
+  table = table_lib.read_csv_table(path, path_column="path", label_column="y",
+                                   group_column="patient", split_column="split", name="mine")
   assert table.name == "mine" and len(table) == 4 and table.has_groups
   assert table.splits.tolist() == ["train", "val", "test", ""]  # "valid" normalised
   assert table.groups.tolist() == ["p1", "p1", images[2], "p2"]  # blank id: its own group
@@ -295,14 +297,14 @@ def test_csv_table_splits_groups_and_select(tmp_path, nih_dir, index_rows):
   assert sub.paths == tuple(images[:3]) and sub.labels.tolist() == [0, -1, 1]
   assert table.select([3, 0]).groups.tolist() == ["p2", "p1"]
   with pytest.raises(ValueError, match="'valid'.*split_values"):
-    manifest.read_csv_table(path, path_column="path", split_column="split",
-                            split_values={"train": "train", "val": "val", "test": "test"})
-  odd = manifest.read_csv_table(path, path_column="path", split_column="split",
-                                split_values={"train": "test", "val": "train", "test": "valid"})
+    table_lib.read_csv_table(path, path_column="path", split_column="split",
+                             split_values={"train": "train", "val": "val", "test": "test"})
+  odd = table_lib.read_csv_table(path, path_column="path", split_column="split",
+                                 split_values={"train": "test", "val": "train", "test": "valid"})
   assert odd.splits.tolist() == ["val", "test", "train", ""]
   with pytest.raises(ValueError, match="paths but 1 groups"):
-    manifest.Table("t", ("a", "b"), np.zeros(2), np.array(["g"]), np.array(["", ""]), (),
-                   False, False)
+    table_lib.Table("t", ("a", "b"), np.zeros(2), np.array(["g"]), np.array(["", ""]), (),
+                    False, False)
 
 
 def test_table_source_numbers_groups_over_the_whole_table(nih_dir, index_rows):
@@ -324,8 +326,8 @@ def test_pad_keeps_the_whole_image_and_crop_the_centre(tmp_path, nih_dir, index_
   original = np.asarray(Image.open(nih_dir / index_rows[0]["relpath"]).convert("L"))
   wide = original[16:48, :]  # 32 high, 64 wide
   Image.fromarray(wide).save(tmp_path / "wide.png")
-  table = manifest.read_csv_table(_write_csv(tmp_path / "m.csv", [["wide.png"]], ["p"]),
-                                  path_column="p")
+  table = table_lib.read_csv_table(_write_csv(tmp_path / "m.csv", [["wide.png"]], ["p"]),
+                                   path_column="p")
   padded = manifest.TableSource(table, image_size=32, resize="pad").images[0, ..., 0]
   # Long side 64 -> 32, so the whole image is 32 x 16, centred between black bars.
   assert not padded[:8].any() and not padded[24:].any()
@@ -345,7 +347,7 @@ def _bad_manifest(tmp_path, nih_dir, index_rows):
   good = _real_images(nih_dir, index_rows, 2)
   path = _write_csv(tmp_path / "m.csv", [[good[0], "0"], ["cut.png", "1"], ["notes.png", "1"],
                                          [good[1], "1"]], ["p", "y"])
-  return manifest.read_csv_table(path, path_column="p", label_column="y"), good
+  return table_lib.read_csv_table(path, path_column="p", label_column="y"), good
 
 
 def test_bad_files_stop_lists_every_one(tmp_path, nih_dir, index_rows):
@@ -386,8 +388,8 @@ def test_sixteen_bit_png_maps_its_high_byte(tmp_path):
   # A full-range 16-bit gradient: 8-bit value = value >> 8 (Pillow alone would clip to 255).
   deep = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
   Image.fromarray(deep).save(tmp_path / "deep.png")
-  table = manifest.read_csv_table(_write_csv(tmp_path / "m.csv", [["deep.png"]], ["p"]),
-                                  path_column="p")
+  table = table_lib.read_csv_table(_write_csv(tmp_path / "m.csv", [["deep.png"]], ["p"]),
+                                   path_column="p")
   image = manifest.TableSource(table).images[0, ..., 0]
   np.testing.assert_array_equal(image, deep >> 8)
   assert image.min() == 0 and image.max() == 255
@@ -398,13 +400,13 @@ def test_dicom_files_decode_like_other_images(tmp_path, shared_data):
   ct = shared_data / "dicom" / "CT_small.dcm"
   (tmp_path / "ct.dicom").write_bytes(ct.read_bytes())  # VinDr-CXR's suffix
   expected = dicom.read_dicom(ct)
-  grey = manifest.decode_image(ct)
+  grey = decode.decode_image(ct)
   np.testing.assert_array_equal(grey[..., 0], expected)
-  rgb = manifest.decode_image(tmp_path / "ct.dicom", 32, channels=3)
+  rgb = decode.decode_image(tmp_path / "ct.dicom", 32, channels=3)
   assert rgb.shape == (32, 32, 3) and rgb.std() > 10
   np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])  # grey repeated
   small = np.asarray(Image.fromarray(expected).resize((32, 32), Image.Resampling.BICUBIC))
   np.testing.assert_array_equal(rgb[..., 0], small)
   (tmp_path / "cut.dcm").write_bytes(ct.read_bytes()[:2000])
   with pytest.raises(ValueError, match="cannot decode image .*cut.dcm"):
-    manifest.decode_image(tmp_path / "cut.dcm")
+    decode.decode_image(tmp_path / "cut.dcm")

@@ -17,6 +17,7 @@ from medssl_jax.data import layouts
 from medssl_jax.data import manifest
 from medssl_jax.data import sources
 from medssl_jax.data import splits as splits_lib
+from medssl_jax.data import table as table_lib
 
 CSV = "csv"
 ARRAY_RECORD = "array_record"
@@ -44,7 +45,7 @@ def _data_dir(data) -> pathlib.Path:
   return directory
 
 
-def _csv_table(data) -> manifest.Table:
+def _csv_table(data) -> table_lib.Table:
   m = data.manifest
   if not m.csv:
     raise ValueError("data.name='csv' needs --config.data.manifest.csv=PATH (and path_column, "
@@ -52,7 +53,7 @@ def _csv_table(data) -> manifest.Table:
   if len(m.split_values) != 3:
     raise ValueError(f"data.manifest.split_values must name the CSV's train, val and test values, "
                      f"got {m.split_values}")
-  return manifest.read_csv_table(
+  return table_lib.read_csv_table(
       m.csv, m.root or None, path_column=m.path_column, label_column=m.label_column or None,
       label_columns=tuple(c for c in m.label_columns if c),
       label_name_column=m.label_name_column or None, group_column=m.group_column or None,
@@ -71,7 +72,7 @@ _TABLES = {
 }
 
 
-def split_names(table: manifest.Table, data) -> np.ndarray:
+def split_names(table: table_lib.Table, data) -> np.ndarray:
   """The split of every row of `table`: as shipped, or drawn by group; checked for leakage."""
   if data.split.by == "group":
     names = splits_lib.group_split(table.groups, data.split.fractions, data.split.seed)
@@ -84,7 +85,7 @@ def split_names(table: manifest.Table, data) -> np.ndarray:
   return names
 
 
-def _open_table_split(table: manifest.Table, split: str, data) -> manifest.TableSource:
+def _open_table_split(table: table_lib.Table, split: str, data) -> manifest.TableSource:
   names = split_names(table, data)
   rows = np.flatnonzero(names == split)
   if not len(rows):

@@ -1,4 +1,4 @@
-"""Known public chest X-ray data sets, read as they ship: root folder -> manifest.Table.
+"""Known public chest X-ray data sets, read as they ship: root folder -> table.Table.
 
 Each function needs only the folder holding the data set's files (plus the options it
 documents) and reads the files and columns exactly as the official release names them.
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medssl_jax.data import manifest
+from medssl_jax.data import table as table_lib
 
 # The 14 observations in the column order of CheXpert's train.csv / valid.csv; MIMIC-CXR's
 # chexpert.csv has the same names (in alphabetical order) and is read in this order too,
@@ -59,7 +59,7 @@ PathLike = str | os.PathLike[str]
 
 
 def chexpert_table(root: PathLike, *, uncertainty: str = "ignore",
-                   frontal_only: bool = True) -> manifest.Table:
+                   frontal_only: bool = True) -> table_lib.Table:
   """CheXpert v1.0 (or v1.0-small): train.csv -> "train", valid.csv -> "val".
 
   The public release has no test split (its test set is held by the organisers), so a
@@ -76,7 +76,7 @@ def chexpert_table(root: PathLike, *, uncertainty: str = "ignore",
   Returns:
     The table: groups are patients ("patient00001"), studies "patient00001/study1".
   """
-  manifest.check_uncertain(uncertainty)
+  table_lib.check_uncertain(uncertainty)
   root = _chexpert_root(pathlib.Path(root))
   paths, labels, splits, patients, studies = [], [], [], [], []
   for filename, split in (("train.csv", "train"), ("valid.csv", "val")):
@@ -84,17 +84,17 @@ def chexpert_table(root: PathLike, *, uncertainty: str = "ignore",
     if split != "train" and not csv_path.is_file():
       logging.warning("CheXpert: %s is missing; the table has no %s split", csv_path, split)
       continue
-    rows = manifest.read_csv_rows(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_LABELS)
+    rows = table_lib.read_csv_rows(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_LABELS)
     if frontal_only:
       rows = [row for row in rows if row["Frontal/Lateral"] == "Frontal"]
-    labels.append(manifest.binary_labels(rows, CHEXPERT_LABELS, uncertainty, str(csv_path)))
+    labels.append(table_lib.binary_labels(rows, CHEXPERT_LABELS, uncertainty, str(csv_path)))
     for row in rows:
       parts = _chexpert_parts(row["Path"], csv_path)
       paths.append(str(root.joinpath(*parts)))
       patients.append(parts[-3])
       studies.append(f"{parts[-3]}/{parts[-2]}")
     splits += [split] * len(rows)
-  return manifest.Table(
+  return table_lib.Table(
       name="chexpert", paths=tuple(paths), labels=np.concatenate(labels), groups=patients,
       splits=splits, class_names=CHEXPERT_LABELS, multi_label=True, has_groups=True,
       studies=studies)
@@ -121,7 +121,7 @@ def _chexpert_parts(path: str, csv_path: pathlib.Path) -> tuple[str, ...]:
 
 
 def mimic_cxr_table(root: PathLike, *, uncertainty: str = "ignore",
-                    views: Sequence[str] | None = ("PA", "AP")) -> manifest.Table:
+                    views: Sequence[str] | None = ("PA", "AP")) -> table_lib.Table:
   """MIMIC-CXR-JPG 2.0.0: splits "train" / "validate" -> "val" / "test" as shipped.
 
   Reads mimic-cxr-2.0.0-metadata.csv (one row per image: dicom_id, subject_id, study_id,
@@ -140,18 +140,18 @@ def mimic_cxr_table(root: PathLike, *, uncertainty: str = "ignore",
   Returns:
     The table: groups are subjects (patients); studies are study_ids.
   """
-  manifest.check_uncertain(uncertainty)
+  table_lib.check_uncertain(uncertainty)
   root = pathlib.Path(root)
   meta_path = _mimic_file(root, "metadata")
-  meta = manifest.read_csv_rows(meta_path, ("dicom_id", "subject_id", "study_id",
-                                            "ViewPosition"))
+  meta = table_lib.read_csv_rows(meta_path, ("dicom_id", "subject_id", "study_id",
+                                             "ViewPosition"))
   if views:
     meta = [row for row in meta if row["ViewPosition"] in tuple(views)]
   label_path = _mimic_file(root, "chexpert")
-  label_rows = manifest.read_csv_rows(label_path, ("subject_id", "study_id") + CHEXPERT_LABELS)
+  label_rows = table_lib.read_csv_rows(label_path, ("subject_id", "study_id") + CHEXPERT_LABELS)
   # One extra row of unknowns at the end: index -1 is what a study without labels gets.
   study_labels = np.concatenate([
-      manifest.binary_labels(label_rows, CHEXPERT_LABELS, uncertainty, str(label_path)),
+      table_lib.binary_labels(label_rows, CHEXPERT_LABELS, uncertainty, str(label_path)),
       np.full((1, len(CHEXPERT_LABELS)), -1, np.int8)])
   study_row = {(r["subject_id"], r["study_id"]): i for i, r in enumerate(label_rows)}
   lookup = np.array([study_row.get((r["subject_id"], r["study_id"]), -1) for r in meta],
@@ -162,7 +162,7 @@ def mimic_cxr_table(root: PathLike, *, uncertainty: str = "ignore",
   paths = tuple(
       str(root / "files" / f"p{r['subject_id'][:2]}" / f"p{r['subject_id']}"
           / f"s{r['study_id']}" / f"{r['dicom_id']}.jpg") for r in meta)
-  return manifest.Table(
+  return table_lib.Table(
       name="mimic_cxr", paths=paths, labels=study_labels[lookup],
       groups=[r["subject_id"] for r in meta], splits=_mimic_splits(root, meta),
       class_names=CHEXPERT_LABELS, multi_label=True, has_groups=True,
@@ -186,13 +186,13 @@ def _mimic_splits(root: pathlib.Path, meta) -> np.ndarray:
                     "splits (draw them by patient)", root)
     return np.full(len(meta), "", dtype=str)
   split_of = {r["dicom_id"]: r["split"]
-              for r in manifest.read_csv_rows(split_path, ("dicom_id", "split"))}
-  return manifest.normalise_splits([split_of.get(r["dicom_id"], "") for r in meta],
-                                   {"train": "train", "val": "validate", "test": "test"},
-                                   str(split_path))
+              for r in table_lib.read_csv_rows(split_path, ("dicom_id", "split"))}
+  return table_lib.normalise_splits([split_of.get(r["dicom_id"], "") for r in meta],
+                                    {"train": "train", "val": "validate", "test": "test"},
+                                    str(split_path))
 
 
-def nih14_table(root: PathLike) -> manifest.Table:
+def nih14_table(root: PathLike) -> table_lib.Table:
   """NIH ChestX-ray14: Data_Entry_2017.csv, images found anywhere under the root.
 
   The 14 findings come from "Finding Labels" ("Effusion|Pneumonia"; "No Finding" sets
@@ -213,13 +213,13 @@ def nih14_table(root: PathLike) -> manifest.Table:
                    if (root / n).is_file()), None)
   if csv_path is None:
     raise FileNotFoundError(f"NIH ChestX-ray14: no Data_Entry_2017.csv in {root}")
-  rows = manifest.read_csv_rows(csv_path, ("Image Index", "Finding Labels", "Patient ID"))
+  rows = table_lib.read_csv_rows(csv_path, ("Image Index", "Finding Labels", "Patient ID"))
   names = [row["Image Index"].strip() for row in rows]
   found = _find_files(root, set(names))
   if len(found) < len(set(names)):
     logging.warning("NIH ChestX-ray14: %d of %d images listed in %s are not under %s",
                     len(set(names)) - len(found), len(set(names)), csv_path, root)
-  return manifest.Table(
+  return table_lib.Table(
       name="nih14", paths=tuple(found.get(n, str(root / "images" / n)) for n in names),
       labels=_nih14_labels(rows, csv_path), groups=[row["Patient ID"].strip() for row in rows],
       splits=_nih14_splits(root, names), class_names=NIH14_LABELS, multi_label=True,
@@ -267,7 +267,7 @@ def _find_files(root: pathlib.Path, wanted: set[str]) -> dict[str, str]:
   return found
 
 
-def vindr_cxr_table(root: PathLike) -> manifest.Table:
+def vindr_cxr_table(root: PathLike) -> table_lib.Table:
   """VinDr-CXR 1.0.0: image_labels_train.csv -> "train", image_labels_test.csv -> "test".
 
   Images are DICOM files train/<image_id>.dicom and test/<image_id>.dicom. The label CSVs
@@ -299,7 +299,7 @@ def vindr_cxr_table(root: PathLike) -> manifest.Table:
       logging.warning("VinDr-CXR: no %s in %s; the table has no test split", filename, root)
       continue
     rows = [{_VINDR_ALIASES.get(k, k): v for k, v in row.items()}
-            for row in manifest.read_csv_rows(csv_path, ("image_id",))]
+            for row in table_lib.read_csv_rows(csv_path, ("image_id",))]
     parts.append((split, csv_path, rows))
   class_names = []
   for _, _, rows in parts:
@@ -311,7 +311,7 @@ def vindr_cxr_table(root: PathLike) -> manifest.Table:
     paths += [str(root / split / f"{image_id}.dicom") for image_id in image_ids]
     labels.append(image_labels)
     splits += [split] * len(image_ids)
-  return manifest.Table(
+  return table_lib.Table(
       name="vindr_cxr", paths=tuple(paths), labels=np.concatenate(labels), groups=paths,
       splits=splits, class_names=tuple(class_names), multi_label=True, has_groups=False)
 
@@ -320,7 +320,7 @@ def _majority(rows, class_names: Sequence[str], csv_path: pathlib.Path
               ) -> tuple[list[str], np.ndarray]:
   """Image ids (in order of first row) and their labels by majority of their readers."""
   # A column the file lacks is blank in every row: no reader's vote, so unknown (-1).
-  votes = manifest.binary_labels(rows, class_names, "ignore", str(csv_path))
+  votes = table_lib.binary_labels(rows, class_names, "ignore", str(csv_path))
   image_ids, first, inverse = np.unique([row["image_id"].strip() for row in rows],
                                         return_index=True, return_inverse=True)
   inverse = inverse.reshape(-1)
