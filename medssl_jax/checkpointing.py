@@ -108,6 +108,19 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> None:
   path.write_text(config.to_json(indent=2))
 
 
+def _read_only_manager(workdir) -> ocp.CheckpointManager:
+  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_handlers={"state": ocp.StandardCheckpointHandler()})
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  """The steps of the finished checkpoints in a workdir (Orbax lists none still being written)."""
+  if not (pathlib.Path(workdir) / "checkpoints").is_dir():
+    return []
+  return sorted(_read_only_manager(workdir).all_steps())
+
+
 def restore_variables(workdir, step: int | None = None):
   """The trained network's variables of a pretraining workdir, as host arrays.
 
@@ -115,8 +128,7 @@ def restore_variables(workdir, step: int | None = None):
   """
   config = load_config(workdir)
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                                  item_handlers={"state": ocp.StandardCheckpointHandler()})
+  manager = _read_only_manager(workdir)
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {directory}")

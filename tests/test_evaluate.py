@@ -99,3 +99,63 @@ def test_embedding_2d_tsne_writes_map_plot_and_scores(pretrained_run, tmp_path):
   image = matplotlib.image.imread(tmp_path / "embedding_2d.png")
   assert image.shape[0] > 400 and image.shape[1] > 400
   assert image[..., :3].std() > 0.05, "the plot is blank"
+
+
+def test_every_evaluation_in_one_run_writes_json_markdown_and_plots(pretrained_run, tmp_path, shared_data):
+  config = _eval_config(pretrained_run)
+  config.evaluations = ("linear_probe", "knn", "finetune", "label_fractions", "transfer")
+  config.finetune.steps, config.finetune.batch_size, config.finetune.eval_every = 4, 16, 2
+  config.label_fractions.fractions, config.label_fractions.seeds = (0.1, 1.0), (0, 1)
+  config.transfer.data.name = "nih_cxr1000"
+  config.transfer.data.dir = str(shared_data / "nih_cxr1000")
+  config.transfer.data.image_size = 28
+  config.transfer.data.split.allow_leakage = True
+  config.transfer.label_map = (("normal", "normal"), ("abnormal", "pneumonia"))
+  results = evaluate.evaluate(config, tmp_path)
+  for name in ("linear_probe", "knn", "finetune"):
+    for rep in ("pretrained", "random_init"):
+      r = results[name][rep]
+      assert r["n"] == 624 and r["auroc_ci"][0] <= r["auroc"] <= r["auroc_ci"][1]
+  assert results["linear_probe"]["pretrained"]["probe"] == "sklearn"
+  # Label fractions: 10% of each class (1214 normal, 3494 pneumonia); 100% is the whole split.
+  fractions = results["label_fractions"]
+  assert fractions["linear_probe"]["pretrained"]["0.1"]["n_train"] == [121 + 349, 121 + 349]
+  full = fractions["linear_probe"]["pretrained"]["1.0"]
+  assert full["mean"] == pytest.approx(results["linear_probe"]["pretrained"]["auroc"], abs=1e-9)
+  assert (tmp_path / "label_fractions_linear_probe.png").stat().st_size > 10_000
+  # Transfer: the same probes scored on 200 NIH test images with their classes mapped.
+  assert results["transfer"]["target"] == "nih_cxr1000" and results["transfer"]["n_unmapped"] == 0
+  assert results["transfer"]["pretrained"]["n"] == 200
+  markdown = (tmp_path / "results.md").read_text()
+  for heading in ("## Linear probe", "## kNN", "## Fine-tuning", "## Label fractions", "## Transfer"):
+    assert heading in markdown
+  assert "![label_fractions_linear_probe.png](label_fractions_linear_probe.png)" in markdown
+  assert f"| pretrained | {results['knn']['pretrained']['auroc']:.4f}" in markdown
+
+
+def test_features_are_cached_per_checkpoint(pretrained_run, tmp_path, monkeypatch):
+  config = _eval_config(pretrained_run)
+  first = evaluate.evaluate(config, tmp_path)
+  assert first["feature_cache"] == {"hits": 0, "misses": 6}
+  monkeypatch.setattr(features, "extract_features", lambda *a, **k: pytest.fail("extracted again"))
+  second = evaluate.evaluate(config, tmp_path)
+  assert second["feature_cache"] == {"hits": 6, "misses": 0}
+  assert second["linear_probe"] == first["linear_probe"]
+  # Another checkpoint is another key: its features are extracted, not served from step 4's.
+  monkeypatch.undo()
+  config.step = 2
+  assert evaluate.evaluate(config, tmp_path)["feature_cache"]["misses"] == 6
+
+
+def test_watch_evaluates_each_checkpoint_once_and_logs_to_the_run(pretrained_run, tmp_path):
+  config = _eval_config(pretrained_run)
+  config.baselines = ()
+  config.n_boot = 0
+  assert evaluate.watch(config, tmp_path, sleep=lambda s: pytest.fail("waited")) == [2, 4]
+  log = [json.loads(line) for line in (pretrained_run / evaluate.WATCH_LOG).read_text().splitlines()]
+  assert [line["step"] for line in log] == [2, 4]
+  step_4 = json.loads((tmp_path / "step_4" / "results.json").read_text())
+  assert log[1]["eval/linear_probe/pretrained/auroc"] == step_4["linear_probe"]["pretrained"]["auroc"]
+  # A restarted watcher finds both steps done: nothing to evaluate, no waiting.
+  assert evaluate.watch(config, tmp_path, sleep=lambda s: pytest.fail("waited")) == []
+  (pretrained_run / evaluate.WATCH_LOG).unlink()

@@ -1,0 +1,244 @@
+"""The evaluations an eval config can list, each `fn(run, workdir) -> JSON-able dict`.
+
+Every evaluation scores the pretrained backbone next to the baselines in config.baselines
+(random initialisation, raw pixels) on the same splits, so every figure stands next to
+what it must beat. Plots are written to the eval workdir by process 0.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import numpy as np
+from absl import logging
+
+from medssl_jax.data import catalog
+from medssl_jax.evaluation import embedding2d
+from medssl_jax.evaluation import finetune as finetune_lib
+from medssl_jax.evaluation import fractions as fractions_lib
+from medssl_jax.evaluation import jax_probe
+from medssl_jax.evaluation import knn as knn_lib
+from medssl_jax.evaluation import metrics
+from medssl_jax.evaluation import plots
+from medssl_jax.evaluation import probes
+
+PROBE_KINDS = ("auto", "sklearn", "jax")
+
+
+def probe_kind(config, num_train: int) -> str:
+  """scikit-learn for small sets (exact, fast); the JAX probe beyond probe.sklearn_max_examples."""
+  kind = config.probe.kind
+  if kind not in PROBE_KINDS:
+    raise ValueError(f"probe.kind must be one of {PROBE_KINDS}, got {kind!r}")
+  if kind == "auto":
+    return "sklearn" if num_train <= config.probe.sklearn_max_examples else "jax"
+  return kind
+
+
+def fit_probe(config, train_x, train_y, val_x, val_y, multi_label: bool):
+  kind = probe_kind(config, len(train_x))
+  fit = probes.fit_logistic_probe if kind == "sklearn" else jax_probe.fit_jax_probe
+  extra = {"max_iter": config.probe.max_iter} if kind == "sklearn" else {}
+  probe = fit(train_x, train_y, val_x, val_y, Cs=tuple(config.probe.Cs), multi_label=multi_label,
+              seed=config.seed, **extra)
+  return probe, kind
+
+
+def _probe(run, representation: str):
+  """The probe of one representation, fitted once per run and shared (linear probe, transfer)."""
+  memo = run.__dict__.setdefault("_probes", {})
+  if representation not in memo:
+    feats, labels = run.features(representation), run.labels()
+    memo[representation] = fit_probe(run.config, feats["train"], labels["train"], feats["val"],
+                                      labels["val"], run.splits["train"].multi_label)
+  return memo[representation]
+
+
+def linear_probe(run, workdir: pathlib.Path) -> dict:
+  del workdir
+  results = {}
+  for name in run.representations:
+    logging.info("linear probe on %s features", name)
+    probe, kind = _probe(run, name)
+    feats = run.features(name)
+    result = probes.evaluate_probe(probe, feats["test"], run.labels()["test"], n_boot=run.config.n_boot,
+                                   seed=run.config.seed)
+    result.update(C=float(probe.C), val_auroc=float(probe.val_score), probe=kind,
+                  feature_dim=int(feats["train"].shape[1]))
+    results[name] = result
+  return results
+
+
+def knn(run, workdir: pathlib.Path) -> dict:
+  """Cosine kNN with a similarity-weighted vote: train split as the bank, test as queries."""
+  del workdir
+  config, labels = run.config.knn, run.labels()
+  results = {}
+  for name in run.representations:
+    logging.info("kNN on %s features", name)
+    feats = run.features(name)
+    results[name] = knn_lib.evaluate_knn(
+        feats["train"], labels["train"], feats["test"], labels["test"], k=config.k,
+        temperature=config.temperature, multi_label=run.splits["train"].multi_label,
+        n_boot=run.config.n_boot, seed=run.config.seed)
+  return results
+
+
+def _finetune_one(run, variables, train_indices=None, seed=None) -> dict:
+  config = run.config.finetune
+  return finetune_lib.finetune(
+      run.backbone, variables, run.splits["train"], run.splits["val"], run.splits["test"],
+      num_classes=run.splits["train"].num_classes, multi_label=run.splits["train"].multi_label,
+      image_size=run.image_size, steps=config.steps, batch_size=config.batch_size,
+      learning_rate=config.learning_rate, weight_decay=config.weight_decay, policy=config.policy,
+      eval_every=config.eval_every, seed=run.config.seed if seed is None else seed,
+      train_indices=train_indices, n_boot=run.config.n_boot)
+
+
+def finetune(run, workdir: pathlib.Path) -> dict:
+  """End to end with labels, from the pretrained backbone and from random init (supervised)."""
+  del workdir
+  logging.info("fine-tuning the pretrained backbone")
+  results = {"pretrained": _finetune_one(run, run.backbone_variables)}
+  if "random_init" in run.config.baselines:
+    logging.info("training the same network from random initialisation (supervised baseline)")
+    results["random_init"] = _finetune_one(run, None)
+  return results
+
+
+def _held_out_groups(run) -> np.ndarray:
+  """Group names of the val and test images: a training draw must never include them."""
+  names = []
+  for role in ("val", "test"):
+    source = run.splits[role]
+    if getattr(source, "has_groups", False):
+      names.append(np.asarray(source.group_names)[np.asarray(source.groups)])
+  return np.concatenate(names) if names else np.array([], str)
+
+
+def _fraction_score(run, protocol: str, representation: str, indices: np.ndarray, seed: int) -> float:
+  metric = run.config.label_fractions.metric
+  labels = run.labels()
+  if protocol == "finetune":
+    variables = run.backbone_variables if representation == "pretrained" else None
+    return _finetune_one(run, variables, train_indices=indices, seed=seed)[metric]
+  feats = run.features(representation)
+  probe, _ = fit_probe(run.config, feats["train"][indices], labels["train"][indices], feats["val"],
+                       labels["val"], run.splits["train"].multi_label)
+  return probes.evaluate_probe(probe, feats["test"], labels["test"], n_boot=0)[metric]
+
+
+def label_fractions(run, workdir: pathlib.Path) -> dict:
+  """Each protocol on 1%, 10%, 100% (configurable) of the labelled training split, drawn per
+  class (and per patient where the data has patients), repeated over seeds: mean and 95% CI."""
+  config = run.config.label_fractions
+  train = run.splits["train"]
+  has_groups = getattr(train, "has_groups", False)
+  groups = np.asarray(train.group_names)[np.asarray(train.groups)] if has_groups else None
+  held_out = _held_out_groups(run) if has_groups else None
+  results = {"metric": config.metric, "fractions": list(config.fractions), "seeds": list(config.seeds),
+             "by_patient": bool(has_groups)}
+  for protocol in config.protocols:
+    representations = (("pretrained", "random_init") if protocol == "finetune" else run.representations)
+    representations = [r for r in representations if r == "pretrained" or r in run.config.baselines]
+    summaries = {}
+    for name in representations:
+      rows = []
+      for fraction in config.fractions:
+        for seed in config.seeds:
+          indices = fractions_lib.draw_fraction(np.asarray(train.labels), fraction, seed, groups=groups,
+                                                exclude_groups=held_out)
+          score = _fraction_score(run, protocol, name, indices, seed)
+          logging.info("%s on %s, %g of the labels (%d images), seed %d: %s %.4f", protocol, name,
+                       fraction, len(indices), seed, config.metric, score)
+          rows.append({"fraction": fraction, "seed": seed, "n_train": int(len(indices)),
+                       config.metric: float(score)})
+      summaries[name] = fractions_lib.summarise(rows, config.metric)
+    results[protocol] = summaries
+    if jax.process_index() == 0:
+      filename = f"label_fractions_{protocol}.png"
+      workdir.mkdir(parents=True, exist_ok=True)
+      fractions_lib.plot_fractions(summaries, workdir / filename, config.metric,
+                                   title=f"{protocol} on {train.name}: test {config.metric} "
+                                         f"(mean and 95% CI over {len(config.seeds)} seeds)")
+      results.setdefault("files", []).append(filename)
+  return results
+
+
+def _mapped_labels(target_labels, target_names, probe_names, label_map) -> tuple[np.ndarray, np.ndarray]:
+  """Target labels as probe class ids, and which rows have a mapped class."""
+  mapping = {target: probe for target, probe in label_map if target}
+  unknown = [t for t in mapping if t not in target_names] + [p for p in mapping.values() if p not in probe_names]
+  if unknown or not mapping:
+    raise ValueError(f"transfer.label_map {label_map} must map the target's classes "
+                     f"{list(target_names)} to the probe's classes {list(probe_names)}; unknown: {unknown}")
+  to_probe = np.array([probe_names.index(mapping[n]) if n in mapping else -1 for n in target_names])
+  mapped = to_probe[np.asarray(target_labels)]
+  return mapped, mapped >= 0
+
+
+def transfer(run, workdir: pathlib.Path) -> dict:
+  """Probes fitted on this run's data applied, unchanged, to another data set whose classes
+  map onto them (config.transfer.label_map: (target class, probe class) pairs)."""
+  del workdir
+  config = run.config.transfer
+  if not config.data.name:
+    raise ValueError("the transfer evaluation needs --config.transfer.data.name (and its data.dir)")
+  data = catalog.with_defaults(config.data)
+  target = catalog.open_data(data, config.split)
+  if target.multi_label or run.splits["train"].multi_label:
+    raise ValueError("transfer maps class labels; multi-label data sets are not supported")
+  if target.image_shape[-1] != run.channels:
+    raise ValueError(f"{target.name} has {target.image_shape[-1]} channels but the run was trained "
+                     f"on {run.channels}: set transfer.data.channels={run.channels}")
+  labels, keep = _mapped_labels(target.labels, list(target.class_names),
+                                list(run.splits["train"].class_names), config.label_map)
+  results = {"target": target.name, "split": config.split, "label_map": [list(p) for p in config.label_map if p[0]],
+             "n_unmapped": int((~keep).sum())}
+  for name in run.representations:
+    probe, _ = _probe(run, name)
+    feats = run.features_of(name, target, data, config.split)[keep]
+    results[name] = metrics.summarize(labels[keep], probe.predict_proba(feats), n_boot=run.config.n_boot,
+                                      seed=run.config.seed)
+  return results
+
+
+def embedding_2d(run, workdir: pathlib.Path) -> dict:
+  """The 2-D map of every image: the network's own 2-D output (t-SimCNE) or t-SNE of frozen
+  features. Writes embedding_2d.npz (points, labels, split) and embedding_2d.png."""
+  config = run.config.embedding_2d
+  labels = run.labels()
+  if run.pretrain_config.model.projector_dim == 2:
+    kind, outputs = "learned", run.features("projection")
+  else:
+    kind = "tsne"
+    feats = run.features("pretrained")
+    # t-SNE is O(n^2): map a seeded subsample of each split, jointly.
+    keep = {role: embedding2d.subsample(len(v), config.max_points, run.config.seed) for role, v in feats.items()}
+    labels = {role: labels[role][keep[role]] for role in labels}
+    points = embedding2d.tsne(np.concatenate([feats[r][keep[r]] for r in feats]), seed=run.config.seed)
+    bounds = np.cumsum([0] + [len(keep[r]) for r in feats])
+    outputs = {role: points[a:b] for role, a, b in zip(feats, bounds[:-1], bounds[1:])}
+  result = {
+      "kind": kind,
+      "knn_accuracy": embedding2d.knn_accuracy(outputs["train"], labels["train"], outputs["test"],
+                                               labels["test"], k=config.knn_k),
+      "silhouette": embedding2d.silhouette(outputs["test"], labels["test"], seed=run.config.seed),
+      "knn_k": config.knn_k,
+  }
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    roles = list(outputs)
+    np.savez(workdir / "embedding_2d.npz", points=np.concatenate([outputs[r] for r in roles]),
+             labels=np.concatenate([labels[r] for r in roles]),
+             split=np.concatenate([np.full(len(outputs[r]), r) for r in roles]))
+    plots.scatter_2d(np.concatenate(list(outputs.values())), np.concatenate(list(labels.values())),
+                     run.splits["train"].class_names, workdir / "embedding_2d.png",
+                     title=f"{run.pretrain_config.method} {kind} 2-D map of {run.splits['test'].name}: "
+                           f"kNN acc {result['knn_accuracy']:.3f}, silhouette {result['silhouette']:.3f}")
+    result["files"] = ["embedding_2d.npz", "embedding_2d.png"]
+  return result
+
+
+EVALUATIONS = {"linear_probe": linear_probe, "knn": knn, "finetune": finetune,
+               "label_fractions": label_fractions, "transfer": transfer, "embedding_2d": embedding_2d}
