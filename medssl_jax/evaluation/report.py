@@ -53,7 +53,7 @@ def _fractions_section(section: dict) -> list[str]:
     lines += [f"**{protocol}**, test {metric}: mean (95% CI) over seeds {section['seeds']}"
               + (", drawn by patient" if section["by_patient"] else ""), ""]
     fractions = section["fractions"]
-    lines.append("| representation | " + " | ".join(f"{f:g} of labels" for f in fractions) + " |")
+    lines.append("| representation | " + " | ".join(f"{100 * f:g}% of labels" for f in fractions) + " |")
     lines.append("|---" * (len(fractions) + 1) + "|")
     for name, summary in section[protocol].items():
       cells = [_with_ci(summary[str(f)]["mean"], summary[str(f)]["ci"]) for f in fractions]
@@ -71,7 +71,7 @@ def markdown(results: dict) -> str:
       continue
     if name in _PER_REPRESENTATION:
       lines += [f"## {_PER_REPRESENTATION[name]}", ""] + _metric_table(section) + [""]
-      lines += _details(name, section) + [""]
+      lines += _details(name, section)
     elif name == "label_fractions":
       lines += ["## Label fractions", ""] + _fractions_section(section)
     elif name == "embedding_2d":
