@@ -149,6 +149,10 @@ def test_losses():
   np.testing.assert_allclose(single, -np.mean(np.log(softmax[[0, 1], [0, 1]])), rtol=1e-5)
   p, labels = 1 / (1 + np.exp(-logits)), np.eye(2)
   np.testing.assert_allclose(multi, -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)), rtol=1e-5)
+  # Unknown entries (-1) are left out of the mean, not used as targets.
+  partial = np.array([[1, -1], [-1, 0]])
+  masked = jax.jit(lambda x: ft.loss_fn(x, partial, multi_label=True))(logits)
+  np.testing.assert_allclose(masked, -np.mean([np.log(p[0, 0]), np.log(1 - p[1, 1])]), rtol=1e-5)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -78,14 +78,15 @@ def test_softmax_matches_sklearn_multinomial_and_missing_class_scores_zero(monke
     assert fitted.weights.shape == (20, 3) and list(fitted.classes) == [0, 1, 3]
 
 
-def test_multi_label_matches_sklearn_one_vs_rest():
-  def labelled(seed, n):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 12))
-    logits = x[:, :3] * np.array([2.0, 1.0, 0.5]) + np.array([0.0, -1.0, 1.0])
-    return x, (rng.random((n, 3)) < 1 / (1 + np.exp(-logits))).astype(np.int64)
+def _labelled(seed, n):
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((n, 12))
+  logits = x[:, :3] * np.array([2.0, 1.0, 0.5]) + np.array([0.0, -1.0, 1.0])
+  return x, (rng.random((n, 3)) < 1 / (1 + np.exp(-logits))).astype(np.int64)
 
-  train, val, test = labelled(3, 300), labelled(4, 200), labelled(5, 400)
+
+def test_multi_label_matches_sklearn_one_vs_rest():
+  train, val, test = _labelled(3, 300), _labelled(4, 200), _labelled(5, 400)
   fitted = jax_probe.fit_jax_probe(*train, *val, Cs=(0.01, 0.1, 1.0), multi_label=True)
   reference = probes.fit_logistic_probe(*train, *val, Cs=(0.01, 0.1, 1.0), multi_label=True)
   np.testing.assert_allclose([s for _, s in fitted.val_curve],
@@ -97,6 +98,23 @@ def test_multi_label_matches_sklearn_one_vs_rest():
     assert got.shape == (400, 3) and fitted.multi_label and fitted.num_outputs == 3
   out = probes.evaluate_probe(fitted, *test, n_boot=0)
   assert set(out["per_label"]) == {"0", "1", "2"}
+
+
+def test_multi_label_unknowns_match_sklearn_fits_on_known_rows():
+  # The shapes of test_multi_label_matches_sklearn_one_vs_rest: no new compilation.
+  def hidden(seed, n, fractions):
+    x, y = _labelled(seed, n)
+    rng = np.random.default_rng(seed + 10)
+    return x, np.where(rng.random(y.shape) < np.asarray(fractions), -1, y)
+
+  # Unequal unknown fractions: each label's mean and penalty must use its own N_l.
+  train = hidden(3, 300, (0.1, 0.6, 0.3))
+  val, test = hidden(4, 200, 0.3), hidden(5, 400, 0.3)
+  for c in (0.01, 1.0):
+    fitted = jax_probe.fit_jax_probe(*train, *val, Cs=(c,), multi_label=True)
+    reference = probes.fit_logistic_probe(*train, *val, Cs=(c,), multi_label=True)
+    _assert_same_probe(fitted, reference, *test)
+    assert fitted.val_score == pytest.approx(reference.val_score, abs=0.005)
 
 
 def test_bad_input_raises():
@@ -113,6 +131,10 @@ def test_bad_input_raises():
     jax_probe.fit_jax_probe(x, y, x, y, block_size=0)
   with pytest.raises(ValueError, match="labels with a single class"):
     jax_probe.fit_jax_probe(x, np.c_[y, np.ones(40)], x, np.c_[y, y], multi_label=True)
+  with pytest.raises(ValueError, match="labels with a single class"):  # Known rows all 1.
+    jax_probe.fit_jax_probe(x, np.c_[y, 2 * y - 1], x, np.c_[y, y], multi_label=True)
+  with pytest.raises(ValueError, match="non-negative integer"):  # -1 is multi-label only.
+    jax_probe.fit_jax_probe(x, np.where(np.arange(40) == 0, -1, y), x, y)
   with pytest.raises(ValueError, match=r"features must be \(N, 20\)"):
     probe = jax_probe.JaxLogisticProbe(
         mean=np.zeros(20), std=np.ones(20), weights=np.zeros((20, 1)), bias=np.zeros(1),

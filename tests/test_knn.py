@@ -63,6 +63,45 @@ def test_multi_label_scores_match_reference():
   assert got.min() >= 0.0 and got.max() <= 1.0
 
 
+def _masked_reference(train_x, train_y, test_x, k, temperature):
+  """Per label, the exp(sim / T)-weighted mean of the labels of those of the k nearest
+  neighbours that know it (label != -1), 0.5 where none does; in float64, the weights
+  shifted by each query's best similarity (the same for every label) so that exp stays
+  finite at small T. Also returns where no neighbour knows the label."""
+  # _reference for the neighbours only (and its no-near-tie check); T does not change them.
+  _, nearest = _reference(train_x, np.maximum(train_y, 0), test_x, k, 1.0, multi_label=True)
+  bank = train_x / np.linalg.norm(train_x, axis=1, keepdims=True).astype(np.float64)
+  queries = test_x / np.linalg.norm(test_x, axis=1, keepdims=True).astype(np.float64)
+  top = np.take_along_axis(queries @ bank.T, nearest, axis=1)
+  weights = np.exp((top - top.max(axis=1, keepdims=True)) / temperature)
+  labels = train_y[nearest]  # (M, k, L)
+  votes = np.einsum("mk,mkl->ml", weights, np.where(labels == 1, 1.0, 0.0))
+  mass = np.einsum("mk,mkl->ml", weights, np.where(labels >= 0, 1.0, 0.0))
+  none_known = np.all(labels < 0, axis=1)
+  return np.where(none_known, 0.5, votes / np.where(none_known, 1.0, mass)), none_known
+
+
+def test_multi_label_unknown_neighbours_do_not_vote():
+  # The shapes of test_multi_label_scores_match_reference: no new compilation.
+  train_x, test_x = _features(20, 300), _features(21, 150)
+  rng = np.random.default_rng(5)
+  train_y = (rng.random((300, 5)) < 0.3).astype(np.int64)
+  unknown = rng.random((300, 5)) < np.array([0.0, 0.3, 0.6, 0.9, 1.0])
+  unknown[:3, 4] = False  # Label 4 known on three rows: most queries have none of them.
+  train_y[unknown] = -1
+  for temperature, atol in ((0.1, 1e-5), (1e-3, 1e-3)):
+    got = knn.knn_scores(train_x, train_y, test_x, k=20, temperature=temperature,
+                         multi_label=True, **BLOCKS)
+    want, none_known = _masked_reference(train_x, train_y, test_x, 20, temperature)
+    assert 0 < none_known[:, 4].sum() < 150 and not none_known[:, :3].any()
+    np.testing.assert_allclose(got, want, atol=atol)
+    assert np.all(got[none_known] == 0.5)
+  # T = 1e-3 is a real check: for many queries the nearest neighbour does not know label
+  # 2, and shifting by its similarity would underflow the weights of those that do.
+  _, nearest = knn.knn_neighbors(train_x, test_x, k=20, **BLOCKS)
+  assert np.mean(train_y[nearest[:, 0], 2] == -1) > 0.3
+
+
 def test_block_sizes_do_not_change_scores_and_one_compilation_serves_all_blocks():
   train_x, test_x = _features(6, 300, dim=13), _features(7, 150, dim=13)
   train_y = np.random.default_rng(8).integers(0, 3, size=300)
@@ -150,5 +189,7 @@ def test_bad_inputs_raise():
     knn.knn_scores(train_x, train_y - 1, test_x, k=3)
   with pytest.raises(ValueError, match="must be 0/1"):
     knn.knn_scores(train_x, np.full((30, 2), 2), test_x, k=3, multi_label=True)
+  with pytest.raises(ValueError, match="must be 0/1"):
+    knn.knn_scores(train_x, np.full((30, 2), -2), test_x, k=3, multi_label=True)
   with pytest.raises(ValueError, match="non-empty"):
     knn.knn_scores(train_x, train_y, test_x[:0], k=3)

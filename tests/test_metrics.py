@@ -177,3 +177,74 @@ def test_summarize_multi_label_reports_per_label():
   assert json.loads(json.dumps(out)) == out
   assert set(out["per_label"]) == {"0", "1", "2"}
   assert out["auroc"] == pytest.approx(np.mean(list(out["per_label"].values())))
+
+
+# --------------------------------------------------------------------------
+# Unknown (-1) multi-label entries.
+
+
+def _with_unknowns(rng, labels, fraction):
+  """labels with about `fraction` of the entries set to -1 (unknown)."""
+  return np.where(rng.random(labels.shape) < fraction, -1, labels)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_multi_label_metrics_use_only_known_rows(seed):
+  rng = np.random.default_rng(seed)
+  full = rng.integers(0, 2, size=(300, 4))
+  scores = np.round(np.clip(0.3 * full + 0.7 * rng.random((300, 4)), 0, 1), 1)
+  labels = _with_unknowns(rng, full, 0.3)
+  labels[:, 3] = np.where(full[:, 3] == 1, -1, 0)  # Label 3: positives all unknown.
+  with pytest.warns(UserWarning, match=r"\['3'\]"):
+    got = metrics.auroc(labels, scores, multi_label=True)
+  want = {}
+  for j in range(3):
+    known = labels[:, j] != -1
+    want[str(j)] = skm.roc_auc_score(labels[known, j], scores[known, j])
+  assert got["per_label"] == pytest.approx(want, abs=1e-12)
+  assert got["auroc"] == pytest.approx(np.mean(list(want.values())), abs=1e-12)
+  known = labels != -1
+  want_acc = skm.accuracy_score(labels[known], scores[known] >= 0.5)
+  assert metrics.accuracy(labels, scores) == pytest.approx(want_acc, abs=1e-12)
+  # Scores of unknown entries do not matter.
+  noisy = np.where(known, scores, rng.random(scores.shape))
+  assert metrics.accuracy(labels, noisy) == pytest.approx(want_acc, abs=1e-12)
+  with pytest.warns(UserWarning):
+    assert metrics.auroc(labels, noisy, multi_label=True) == got
+
+
+def test_multi_label_rejects_other_negative_labels_and_all_unknown():
+  scores = np.full((4, 2), 0.5)
+  with pytest.raises(ValueError, match="0/1, or -1"):
+    metrics.auroc(np.full((4, 2), -2), scores, multi_label=True)
+  with pytest.raises(ValueError, match="every multi-label entry is unknown"):
+    metrics.accuracy(np.full((4, 2), -1), scores)
+  with pytest.raises(ValueError, match="no label has both classes"):
+    with pytest.warns(UserWarning, match="skipped"):
+      metrics.auroc(np.full((4, 2), -1), scores, multi_label=True)
+  # -1 is still no class for single-label data.
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+    metrics.auroc(np.array([0, 1, -1, 1]), scores)
+
+
+def test_bootstrap_does_not_require_resamples_to_hold_unknowns():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, size=(60, 2))
+  labels[:, 1] = np.arange(60) % 2
+  scores = rng.random((60, 2))
+
+  def score_mean(y, s):  # Depends on the resample only, not on the labels.
+    del y
+    return float(s.mean())
+
+  # One -1 (in a column that keeps both classes) must not change which resamples are
+  # kept: were it a class, the ~37% of resamples lacking row 0 would be redrawn.
+  unknown = labels.copy()
+  unknown[0, 1] = -1
+  want = metrics.bootstrap_ci(score_mean, labels, scores, n_boot=100)
+  assert metrics.bootstrap_ci(score_mean, unknown, scores, n_boot=100) == want
+  out = metrics.summarize(_with_unknowns(rng, labels, 0.2), scores, multi_label=True,
+                          n_boot=30)
+  for key in ("accuracy", "auroc"):
+    lo, hi = out[key + "_ci"]
+    assert lo <= out[key] <= hi

@@ -129,3 +129,52 @@ def test_pneumoniamnist_raw_pixel_probe(medmnist_dir):
   assert out["n"] == 624
   assert out["auroc"] > 0.85, out
   assert out["auroc_ci"][0] <= out["auroc"] <= out["auroc_ci"][1]
+
+
+def _hide(seed, y, fractions):
+  """y with a fraction of each label's entries set to -1 (unknown)."""
+  rng = np.random.default_rng(seed)
+  return np.where(rng.random(y.shape) < np.asarray(fractions), -1, y)
+
+
+def test_multi_label_unknowns_match_per_label_sklearn_on_known_rows():
+  (tx, ty), (vx, vy), (sx, sy) = (
+      _multi_label_set(s, n) for s, n in ((0, 300), (1, 200), (2, 300)))
+  ty, vy, sy = _hide(3, ty, (0.1, 0.5, 0.3)), _hide(4, vy, 0.3), _hide(5, sy, 0.3)
+  cs = (0.01, 1.0)
+  probe = probes.fit_logistic_probe(tx, ty, vx, vy, Cs=cs, multi_label=True)
+  # Reference: one LogisticRegression per label on its known rows, standardised with
+  # statistics of every training row; validation AUROC per label on its known rows.
+  mean, std = tx.mean(0), np.maximum(tx.std(0), 1e-6)
+  z = lambda x: (x - mean) / std
+  curve, proba = [], {}
+  for c in cs:
+    known = [ty[:, j] >= 0 for j in range(3)]
+    fits = [LogisticRegression(C=c, max_iter=1000).fit(z(tx)[known[j]], ty[known[j], j])
+            for j in range(3)]
+    proba[c] = np.stack([fit.predict_proba(z(sx))[:, 1] for fit in fits], axis=1)
+    val = np.stack([fit.predict_proba(z(vx))[:, 1] for fit in fits], axis=1)
+    curve.append(np.mean([skm.roc_auc_score(vy[vy[:, j] >= 0, j], val[vy[:, j] >= 0, j])
+                          for j in range(3)]))
+  np.testing.assert_allclose([s for _, s in probe.val_curve], curve, atol=1e-9)
+  assert probe.C == cs[int(np.argmax(curve))]
+  np.testing.assert_allclose(probe.predict_proba(sx), proba[probe.C], atol=1e-8)
+  out = probes.evaluate_probe(probe, sx, sy, n_boot=20)
+  for j in range(3):
+    known = sy[:, j] >= 0
+    assert out["per_label"][str(j)] == pytest.approx(
+        skm.roc_auc_score(sy[known, j], proba[probe.C][known, j]), abs=1e-9)
+  assert out["auroc_ci"][0] <= out["auroc"] <= out["auroc_ci"][1]
+
+
+def test_unknown_labels_are_multi_label_only():
+  (tx, ty), (vx, vy), _ = _splits()
+  with pytest.raises(ValueError, match="non-negative integer classes"):
+    probes.fit_logistic_probe(tx, np.where(np.arange(len(ty)) == 0, -1, ty), vx, vy)
+  (tx, ty), (vx, vy) = _multi_label_set(0, 100), _multi_label_set(1, 100)
+  with pytest.raises(ValueError, match="0/1, or -1"):
+    probes.fit_logistic_probe(tx, np.where(ty == 0, -2, ty), vx, vy, multi_label=True)
+  # Label 1 has positives and unknowns only: a single class among its known rows.
+  ty[:, 1] = np.where(ty[:, 1] == 0, -1, 1)
+  with pytest.raises(ValueError, match=r"labels with a single class: \[1\]"):
+    probes.fit_logistic_probe(tx, ty, vx, vy, multi_label=True)

@@ -87,9 +87,13 @@ class Fitted:
 
 
 def loss_fn(logits, labels, multi_label: bool) -> jax.Array:
-  """Softmax cross-entropy on class ids, or mean sigmoid cross-entropy over 0/1 labels."""
+  """Softmax cross-entropy on class ids, or sigmoid cross-entropy averaged over the known
+  entries of 0/1 labels (-1 = unknown, e.g. CheXpert's uncertain under U-Ignore)."""
   if multi_label:
-    return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)).mean()
+    labels = labels.astype(logits.dtype)
+    known = (labels >= 0).astype(logits.dtype)
+    entries = optax.sigmoid_binary_cross_entropy(logits, jnp.maximum(labels, 0))
+    return (entries * known).sum() / jnp.maximum(known.sum(), 1)
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
@@ -195,6 +199,8 @@ def _check_labels(labels: np.ndarray, num_classes: int, multi_label: bool) -> No
   # Out-of-range classes would silently give a NaN loss inside the jitted step.
   if multi_label and (labels.ndim != 2 or labels.shape[1] != num_classes):
     raise ValueError(f"multi-label training labels must be (N, {num_classes}), got {labels.shape}")
+  if multi_label and not np.isin(labels, (-1, 0, 1)).all():
+    raise ValueError("multi-label training labels must be 0/1, or -1 for unknown")
   if not multi_label and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(f"training labels must be classes in [0, {num_classes}), got "
                      f"[{labels.min()}, {labels.max()}]")

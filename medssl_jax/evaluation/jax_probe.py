@@ -8,7 +8,15 @@ same C: features standardised with training statistics, an unpenalised intercept
 
 The loss is binary logistic for two classes (one weight vector, as sklearn fits), softmax
 cross-entropy for more, and one sigmoid per label for multi-label (the sum of independent
-per-label problems, i.e. sklearn's OneVsRestClassifier). It is minimised full-batch with
+per-label problems, i.e. sklearn's OneVsRestClassifier). A multi-label entry of -1 is
+unknown and carries no loss; label l then sums its own sklearn problem over its N_l known
+rows, divided by C * N_l:
+
+    sum_l [ mean_{i known for l} loss_il + ||w_l||^2 / (2 * C * N_l) ],
+
+whose minimiser is, label by label, probes.py's fit on that label's known rows (the
+terms share no parameters, so the per-label scales do not couple them). It is minimised
+full-batch with
 optax.lbfgs (zoom line search), the whole loop one jitted `while_loop`, so it reaches the
 same optimum rather than an Adam approximation of it. C is chosen by validation AUROC
 exactly as probes.fit_logistic_probe does; probes.evaluate_probe accepts the result.
@@ -141,41 +149,47 @@ def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, np.maximum(np.sqrt(var), _STD_FLOOR)
 
 
-def _device_blocks(x, targets, mean, std, block: int):
-  """Standardised x, targets and 0/1 row weights as (num_blocks, block, ...) arrays;
+def _device_blocks(x, targets, weights, mean, std, block: int):
+  """Standardised x, targets and loss weights as (num_blocks, block, ...) arrays;
   padded rows carry weight 0, so every block has one shape and padding adds nothing."""
   n = x.shape[0]
   padded = -(-n // block) * block
   z = np.zeros((padded, x.shape[1]), np.float32)
   for rows in _row_blocks(x):
     z[rows] = (x[rows] - mean) / std
-  t = np.zeros((padded,) + targets.shape[1:], targets.dtype)
-  t[:n] = targets
-  w = (np.arange(padded) < n).astype(np.float32)
+
   split = lambda a: a.reshape((padded // block, block) + a.shape[1:])
-  return jax.device_put((split(z), split(t), split(w)))
+
+  def pad(a):
+    out = np.zeros((padded,) + a.shape[1:], a.dtype)
+    out[:n] = a
+    return split(out)
+
+  return jax.device_put((split(z), pad(targets), pad(weights)))
 
 
 # --------------------------------------------------------------------------
 # The objective and its L-BFGS minimisation, all on the device.
 
 
-def _example_losses(kind: str, logits, targets):
+def _losses(kind: str, logits, targets):
+  """(block,) softmax losses, or (block, P) sigmoid losses, one per column."""
   if kind == "softmax":
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   # "sigmoid": one logit and 0/1 target per column; binary is the one-column case.
-  return optax.sigmoid_binary_cross_entropy(logits, targets).sum(axis=-1)
+  return optax.sigmoid_binary_cross_entropy(logits, targets)
 
 
-def _block_loss(params, z, targets, row_weights, kind: str):
+def _block_loss(params, z, targets, weights, kind: str):
   logits = jnp.dot(z, params["w"], precision=jax.lax.Precision.HIGHEST) + params["b"]
-  return jnp.sum(row_weights * _example_losses(kind, logits, targets))
+  return jnp.sum(weights * _losses(kind, logits, targets))
 
 
 def _value_and_grad(params, data, kind: str):
   """Objective and gradient in one blocked pass; each block's gradient is summed as the
-  pass goes, so no per-block activations are kept for a backward pass."""
-  blocks, l2, n = data
+  pass goes, so no per-block activations are kept for a backward pass. The loss weights
+  already hold the 1 / N_l of the means; l2 is (P,), 1 / (C * N_l) per column."""
+  blocks, l2 = data
 
   def body(carry, block):
     value, grad = jax.value_and_grad(functools.partial(_block_loss, kind=kind))(params, *block)
@@ -183,8 +197,8 @@ def _value_and_grad(params, data, kind: str):
 
   zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
   (value, grad), _ = jax.lax.scan(body, zero, blocks)
-  value = value / n + 0.5 * l2 * jnp.sum(jnp.square(params["w"]))
-  grad = {"w": grad["w"] / n + l2 * params["w"], "b": grad["b"] / n}
+  value = value + 0.5 * jnp.sum(l2 * jnp.square(params["w"]))
+  grad = {"w": grad["w"] + l2 * params["w"], "b": grad["b"]}
   return value, grad
 
 
@@ -238,13 +252,19 @@ def _minimize(params, data, tol, *, kind: str, max_iter: int):
 
 
 def _task(train_y: np.ndarray, multi_label: bool):
-  """(kind, (N, P) or (N,) training targets, classes of the P columns)."""
+  """(kind, (N, P) or (N,) training targets, known entries shaped like the targets,
+  classes of the P columns)."""
   if multi_label:
-    return "sigmoid", train_y.astype(np.float32), np.zeros(0, np.int64)
+    known = train_y >= 0  # -1 is unknown: weight 0, any valid target.
+    targets = np.where(known, train_y, 0).astype(np.float32)
+    return "sigmoid", targets, known, np.zeros(0, np.int64)
   classes = np.unique(train_y)
   if classes.size == 2:  # One weight vector, as sklearn fits for two classes.
-    return "sigmoid", (train_y == classes[1]).astype(np.float32)[:, None], classes
-  return "softmax", np.searchsorted(classes, train_y).astype(np.int32), classes
+    targets = (train_y == classes[1]).astype(np.float32)[:, None]
+  else:
+    targets = np.searchsorted(classes, train_y).astype(np.int32)
+  kind = "sigmoid" if classes.size == 2 else "softmax"
+  return kind, targets, np.ones(targets.shape, bool), classes
 
 
 def fit_jax_probe(train_x, train_y, val_x, val_y, *,
@@ -255,9 +275,11 @@ def fit_jax_probe(train_x, train_y, val_x, val_y, *,
 
   Args:
     train_x: (N, D) training features.
-    train_y: (N,) / (N,1) integer classes, or (N, L) 0/1 when `multi_label`.
+    train_y: (N,) / (N,1) integer classes, or (N, L) 0/1 when `multi_label`;
+      multi-label entries may be -1 (unknown), left out of that label's loss.
     val_x: (M, D) validation features.
-    val_y: validation labels, shaped like `train_y`.
+    val_y: validation labels, shaped like `train_y`; -1 entries are left out of
+      the validation AUROC.
     Cs: inverse regularisation strengths to try (sklearn's C).
     multi_label: one independent sigmoid per label.
     max_iter: L-BFGS iteration limit per C.
@@ -292,18 +314,23 @@ def fit_jax_probe(train_x, train_y, val_x, val_y, *,
 
   n = train_x.shape[0]
   mean, std = _mean_std(train_x)
-  kind, targets, classes = _task(train_y, multi_label)
-  blocks = _device_blocks(train_x, targets, mean, std, min(int(block_size), n))
+  kind, targets, known, classes = _task(train_y, multi_label)
+  # Per column N_l: every row for single-label, the known rows of each label otherwise
+  # (at least two: _check_has_classes wants both classes known).
+  counts = known.sum(axis=0).astype(np.float64)
+  weights = (known / counts).astype(np.float32)  # The mean over known rows, as weights.
+  blocks = _device_blocks(train_x, targets, weights, mean, std, min(int(block_size), n))
   num_outputs = (train_y.shape[1] if multi_label
                  else int(max(train_y.max(), val_y.max())) + 1)
   width = targets.shape[1] if kind == "sigmoid" else classes.size
+  inverse_counts = np.broadcast_to(1.0 / counts, (width,))
   params = {"w": jnp.zeros((train_x.shape[1], width), jnp.float32),
             "b": jnp.zeros((width,), jnp.float32)}
 
   best, curve = None, []
   for c in sorted(float(c) for c in Cs):
     # Ascending C with a warm start: each optimum is a short walk from the last one.
-    data = (blocks, jnp.float32(1.0 / (c * n)), jnp.float32(n))
+    data = (blocks, jnp.asarray(inverse_counts / c, jnp.float32))  # l2 = 1 / (C * N_l).
     params, iterations, grad_max = _minimize(params, data, jnp.float32(tol), kind=kind,
                                              max_iter=int(max_iter))
     if int(iterations) >= max_iter:

@@ -4,7 +4,9 @@ Similarity is the cosine of L2-normalised features. Each of a query's k nearest 
 features votes for its label with weight exp(similarity / temperature), as in Wu et al.
 2018 (instance discrimination) and DINO; the votes are normalised to sum to one so the
 class scores can feed AUROC as probabilities. Multi-label votes are the weighted average
-of the neighbours' 0/1 labels, one probability per label.
+of the neighbours' 0/1 labels, one probability per label. A neighbour whose label is -1
+(unknown) does not vote on that label: each label averages over the neighbours that know
+it, and scores 0.5 (no evidence either way) when none of the k does.
 
 A 100k-image bank never becomes a 100k x 100k matrix: queries go in blocks, the bank goes
 in blocks, and each bank block's top-k is merged into a running top-k. Every block has one
@@ -94,6 +96,22 @@ def _merge_block(top_sims, top_idx, queries, block, num_valid, offset, *, k: int
 
 
 @jax.jit
+def _masked_vote(top_sims, top_idx, bank_labels, bank_known, temperature):
+  """(Q, L) per-label weighted mean of the neighbours' 0/1 labels, over the neighbours
+  whose label is known; 0.5 where none of them knows it."""
+  known = bank_known[top_idx]  # (Q, k, L) booleans.
+  sims = jnp.where(known, top_sims[:, :, None], -jnp.inf)
+  # Shift by the best known neighbour per label, not the best overall: an unknown nearest
+  # neighbour would otherwise let every known weight underflow at small temperatures.
+  best = jnp.max(sims, axis=1, keepdims=True)
+  weights = jnp.where(known, jnp.exp((sims - jnp.where(known, best, 0.0)) / temperature),
+                      0.0)
+  votes = jnp.sum(weights * bank_labels[top_idx], axis=1)
+  mass = jnp.sum(weights, axis=1)  # >= 1 wherever a neighbour knows the label.
+  return jnp.where(mass > 0, votes / jnp.maximum(mass, 1.0), 0.5)
+
+
+@jax.jit
 def _vote(top_sims, top_idx, bank_targets, temperature):
   """(Q, K) weighted votes: sum of exp(sim / T) per class, normalised to sum 1."""
   # Shifting by the best similarity cancels in the normalisation and keeps exp() finite
@@ -156,17 +174,19 @@ def knn_neighbors(train_x, test_x, *, k: int = 20, query_block: int = 1024,
 
 
 def _bank_targets(train_y: np.ndarray, multi_label: bool, num_classes: int | None
-                  ) -> tuple[np.ndarray, int]:
-  """(N, K) float32 one-hot classes (or the 0/1 labels themselves) and K."""
+                  ) -> tuple[np.ndarray, np.ndarray | None, int]:
+  """(N, K) float32 one-hot classes (or the 0/1 labels, -1 set to 0), the (N, L) known
+  mask (multi-label only, else None) and K."""
   if multi_label:
-    return train_y.astype(np.float32), train_y.shape[1]
+    known = train_y >= 0
+    return np.where(known, train_y, 0).astype(np.float32), known, train_y.shape[1]
   if num_classes is None:
     num_classes = int(train_y.max()) + 1
   if int(num_classes) != num_classes or num_classes <= train_y.max():
     raise ValueError(f"num_classes={num_classes} but train_y has class {train_y.max()}")
   one_hot = np.zeros((train_y.shape[0], int(num_classes)), np.float32)
   one_hot[np.arange(train_y.shape[0]), train_y] = 1.0
-  return one_hot, int(num_classes)
+  return one_hot, None, int(num_classes)
 
 
 def knn_scores(train_x, train_y, test_x, *, k: int = 20, temperature: float = 0.07,
@@ -176,12 +196,14 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, temperature: float = 0.
 
   Args:
     train_x: (N, D) training features (the bank).
-    train_y: (N,) / (N, 1) integer classes, or (N, L) 0/1 when `multi_label`.
+    train_y: (N,) / (N, 1) integer classes, or (N, L) 0/1 when `multi_label`, where -1
+      marks an unknown entry that does not vote.
     test_x: (M, D) query features.
     k: neighbours per query; at most N.
     temperature: weight = exp(cosine / temperature); inf gives a plain majority vote.
     num_classes: K for single-label scores (default: largest training class + 1).
-    multi_label: score each label as the weighted mean of the neighbours' labels.
+    multi_label: score each label as the weighted mean of the labels of the neighbours
+      that know it (0.5 when none of the k does).
     query_block: queries per block.
     bank_block: bank features per block.
 
@@ -199,13 +221,17 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, temperature: float = 0.
   k = _check_k(k, train_x.shape[0])
   if not temperature > 0:  # Also rejects NaN.
     raise ValueError(f"temperature must be positive, got {temperature}")
-  targets, num_outputs = _bank_targets(train_y, multi_label, num_classes)
+  targets, known, num_outputs = _bank_targets(train_y, multi_label, num_classes)
   targets = jax.device_put(targets)
+  known = None if known is None else jax.device_put(known)
   scores = np.empty((test_x.shape[0], num_outputs), np.float32)
   for start, count, top_sims, top_idx in _blocked_top_k(
       train_x, test_x, k, _check_block(query_block, "query_block"),
       _check_block(bank_block, "bank_block")):
-    votes = _vote(top_sims, top_idx, targets, jnp.float32(temperature))
+    if known is None:
+      votes = _vote(top_sims, top_idx, targets, jnp.float32(temperature))
+    else:
+      votes = _masked_vote(top_sims, top_idx, targets, known, jnp.float32(temperature))
     scores[start:start + count] = np.asarray(votes)[:count]
   return scores
 

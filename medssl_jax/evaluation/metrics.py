@@ -5,7 +5,9 @@ Numpy and scikit-learn/scipy only (no jax), so evaluation runs anywhere.
 Conventions:
   * single-label: `labels` (N,) or (N,1) integer classes, `scores` (N,K) with
     K >= 2 columns (probabilities or logits; only their order matters for AUROC).
-  * multi-label: `labels` (N,L) of 0/1, `scores` (N,L) per-label probabilities.
+  * multi-label: `labels` (N,L) of 0/1, or -1 where the label is unknown (blank,
+    or uncertain under U-Ignore), `scores` (N,L) per-label probabilities. Unknown
+    entries are left out: each label is scored on its known rows only.
 
 AUROC is computed directly from the Mann-Whitney U statistic (with average
 ranks for ties) rather than through sklearn, so the tests can check it against
@@ -53,14 +55,14 @@ def _single_label_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _multi_label_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (labels (N,L) int64, scores (N,L) float64) or raises ValueError."""
+  """Returns (labels (N,L) int64 in {-1, 0, 1}, scores (N,L) float64) or raises."""
   labels = np.asarray(labels)
   scores = np.asarray(scores, dtype=np.float64)
   if labels.ndim != 2 or labels.shape != scores.shape:
     raise ValueError("multi-label labels and scores must both be (N,L), got "
                      f"{labels.shape} and {scores.shape}")
-  if not np.all((labels == 0) | (labels == 1)):
-    raise ValueError("multi-label labels must be 0/1")
+  if not np.all((labels == 0) | (labels == 1) | (labels == -1)):
+    raise ValueError("multi-label labels must be 0/1, or -1 for unknown")
   return labels.astype(np.int64), scores
 
 
@@ -79,8 +81,10 @@ def _is_multi_label(labels, scores) -> bool:
 def accuracy(labels, scores, multi_label: bool | None = None) -> float:
   """Top-1 accuracy (single-label) or mean per-element accuracy at 0.5 (multi-label).
 
+  Multi-label accuracy is the mean over the known (label != -1) entries only.
+
   Args:
-    labels: (N,) / (N,1) integer classes, or (N,L) 0/1 for multi-label.
+    labels: (N,) / (N,1) integer classes, or (N,L) 0/1 (-1 unknown) for multi-label.
     scores: (N,K) class scores, or (N,L) per-label probabilities.
     multi_label: task type; None infers it from the shapes ((N,L) labels shaped
       like the scores with L > 1 are multi-label).
@@ -92,7 +96,10 @@ def accuracy(labels, scores, multi_label: bool | None = None) -> float:
     multi_label = _is_multi_label(labels, scores)
   if multi_label:
     labels, scores = _multi_label_inputs(labels, scores)
-    return float(np.mean((scores >= 0.5) == labels.astype(bool)))
+    known = labels >= 0
+    if not known.any():
+      raise ValueError("accuracy is undefined: every multi-label entry is unknown")
+    return float(np.mean((scores[known] >= 0.5) == (labels[known] == 1)))
   labels, scores = _single_label_inputs(labels, scores)
   return float(np.mean(np.argmax(scores, axis=1) == labels))
 
@@ -132,19 +139,22 @@ def _single_label_auroc(labels, scores) -> float:
 
 
 def _multi_label_auroc(labels, scores, label_names) -> dict:
-  """Per-label AUROC and their mean, skipping labels with one class present."""
+  """Per-label AUROC on each label's known rows and their mean, skipping labels
+  whose known rows hold a single class."""
   labels, scores = _multi_label_inputs(labels, scores)
   names = _label_names(label_names, labels.shape[1])
   per_label, skipped = {}, []
   for j, name in enumerate(names):
-    column = labels[:, j]
-    if column.min() == column.max():
+    known = labels[:, j] >= 0
+    column = labels[known, j]
+    if column.size == 0 or column.min() == column.max():
       skipped.append(name)
       continue
-    per_label[name] = binary_auroc(column, scores[:, j])
+    per_label[name] = binary_auroc(column, scores[known, j])
   if skipped:
     warnings.warn(
-        f"AUROC skipped for labels with a single class present: {skipped}",
+        f"AUROC skipped for labels with a single class present (among their "
+        f"known rows): {skipped}",
         stacklevel=3)
   if not per_label:
     raise ValueError("AUROC is undefined: no label has both classes present")
@@ -165,7 +175,8 @@ def auroc(labels, scores, multi_label: bool = False,
   """Area under the ROC curve.
 
   Args:
-    labels: (N,) / (N,1) integer classes, or (N,L) 0/1 when `multi_label`.
+    labels: (N,) / (N,1) integer classes, or (N,L) 0/1 (-1 unknown) when
+      `multi_label`.
     scores: (N,K) class scores, or (N,L) per-label probabilities.
     multi_label: whether labels are (N,L) independent binary targets.
     label_names: optional names for the multi-label `per_label` keys
@@ -174,8 +185,9 @@ def auroc(labels, scores, multi_label: bool = False,
   Returns:
     {"auroc": float}; multi-label adds "per_label": {name: float}. Binary
     (K == 2) uses scores[:, 1]; K > 2 is the one-vs-rest macro mean over the
-    classes present in `labels`; multi-label is the mean over labels with both
-    classes present (skipped labels trigger a warning naming them).
+    classes present in `labels`; multi-label scores each label on the rows where
+    it is known (not -1) and averages over the labels whose known rows hold both
+    classes (skipped labels trigger a warning naming them).
 
   Raises:
     ValueError: on malformed inputs, or when AUROC is undefined.
@@ -190,11 +202,15 @@ def auroc(labels, scores, multi_label: bool = False,
 
 
 def _class_signature(labels: np.ndarray) -> list[tuple[int, ...]]:
-  """The classes present per label column; resamples must keep all of them."""
+  """The classes present per label column; resamples must keep all of them.
+
+  -1 marks an unknown multi-label entry, not a class: requiring resamples to hold
+  one would redraw them for no reason and bias the interval.
+  """
   if labels.ndim == 1:
     labels = labels[:, None]
   labels = labels.reshape(labels.shape[0], -1)
-  return [tuple(np.unique(labels[:, j]).tolist()) for j in range(labels.shape[1])]
+  return [tuple(np.unique(column[column != -1]).tolist()) for column in labels.T]
 
 
 def _bootstrap_stats(metric_fn, labels, scores, n_boot, rng) -> np.ndarray:

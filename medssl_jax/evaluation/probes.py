@@ -5,6 +5,11 @@ scikit-learn LogisticRegression per regularisation strength C on the training
 split, and keeps the C with the best validation AUROC. The validation split is
 used for selection only, never merged into the training data, so the test
 split stays untouched until `evaluate_probe`.
+
+Multi-label labels may be -1 (unknown: blank, or uncertain under U-Ignore). Such
+an entry is left out: each label's logistic regression is fitted on the rows
+where that label is known, with the same C and the same standardisation (whose
+statistics use every training row, since features are never missing).
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
+import sklearn.base
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
@@ -29,7 +35,8 @@ class LogisticProbe:
   Attributes:
     mean: (D,) training feature mean.
     std: (D,) training feature std, floored at 1e-6.
-    model: the fitted sklearn estimator (OneVsRestClassifier when multi-label).
+    model: the fitted sklearn estimator (OneVsRestClassifier when multi-label;
+      _KnownRowsOneVsRest when the multi-label training labels have -1 entries).
     C: the selected inverse regularisation strength.
     val_score: validation AUROC at `C`.
     multi_label: whether targets are (N,L) independent binary labels.
@@ -72,7 +79,7 @@ def _check_features(x, name: str) -> np.ndarray:
 
 
 def _check_labels(y, n: int, multi_label: bool, name: str) -> np.ndarray:
-  """Returns (N,) int labels, or (N,L) 0/1 labels when multi-label."""
+  """Returns (N,) int labels, or (N,L) labels in {-1, 0, 1} when multi-label."""
   y = np.asarray(y)
   if not multi_label and y.ndim == 2 and y.shape[1] == 1:
     y = y[:, 0]  # MedMNIST stores single labels as (N, 1).
@@ -80,8 +87,8 @@ def _check_labels(y, n: int, multi_label: bool, name: str) -> np.ndarray:
   if y.ndim != want_ndim or y.shape[0] != n:
     shape = "(N, L)" if multi_label else "(N,) or (N, 1)"
     raise ValueError(f"{name} must be {shape} with N={n}, got {y.shape}")
-  if multi_label and not np.all((y == 0) | (y == 1)):
-    raise ValueError(f"{name} must be 0/1 for multi-label probes")
+  if multi_label and not np.all((y == 0) | (y == 1) | (y == -1)):
+    raise ValueError(f"{name} must be 0/1, or -1 for unknown, for multi-label probes")
   if not multi_label and (not np.all(y == np.round(y)) or y.min() < 0):
     raise ValueError(f"{name} must be non-negative integer classes")
   return y.astype(np.int64)
@@ -93,7 +100,8 @@ def _check_has_classes(y, multi_label: bool, name: str, every_label: bool):
     if np.unique(y).size < 2:
       raise ValueError(f"{name} has a single class; need at least two")
     return
-  varies = y.min(axis=0) != y.max(axis=0)
+  # Both classes among the known rows; -1 entries count as neither.
+  varies = np.any(y == 0, axis=0) & np.any(y == 1, axis=0)
   if every_label and not varies.all():
     raise ValueError(f"{name} has labels with a single class: "
                      f"{np.flatnonzero(~varies).tolist()}")
@@ -105,9 +113,38 @@ def _check_has_classes(y, multi_label: bool, name: str, every_label: bool):
 # Fitting.
 
 
-def _make_model(c: float, multi_label: bool, max_iter: int, seed: int):
+class _KnownRowsOneVsRest:
+  """One binary estimator per label, each fitted on the rows where its label is
+  known (not -1); OneVsRestClassifier would need every entry to be 0/1.
+
+  Attributes:
+    estimators_: the fitted per-label estimators, as OneVsRestClassifier names them.
+  """
+
+  def __init__(self, estimator):
+    self.estimator = estimator
+    self.estimators_ = []
+
+  def fit(self, x, y):
+    self.estimators_ = []
+    for j in range(y.shape[1]):
+      known = y[:, j] >= 0
+      model = sklearn.base.clone(self.estimator)
+      self.estimators_.append(model.fit(x[known], y[known, j]))
+    return self
+
+  def predict_proba(self, x) -> np.ndarray:
+    """(N, L) positive-class probabilities, as OneVsRestClassifier gives."""
+    return np.stack([m.predict_proba(x)[:, 1] for m in self.estimators_], axis=1)
+
+
+def _make_model(c: float, multi_label: bool, max_iter: int, seed: int,
+                has_unknown: bool = False):
   model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
-  return OneVsRestClassifier(model) if multi_label else model
+  if not multi_label:
+    return model
+  # Fully known labels keep sklearn's own one-vs-rest; the same fits either way.
+  return _KnownRowsOneVsRest(model) if has_unknown else OneVsRestClassifier(model)
 
 
 def _predict_proba(model, x, multi_label: bool, num_outputs: int) -> np.ndarray:
@@ -128,9 +165,11 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
 
   Args:
     train_x: (N, D) training features.
-    train_y: (N,) / (N,1) integer classes, or (N, L) 0/1 when `multi_label`.
+    train_y: (N,) / (N,1) integer classes, or (N, L) 0/1 when `multi_label`;
+      multi-label entries may be -1 (unknown), left out of that label's fit.
     val_x: (M, D) validation features.
-    val_y: validation labels, shaped like `train_y`.
+    val_y: validation labels, shaped like `train_y`; -1 entries are left out of
+      the validation AUROC.
     Cs: inverse regularisation strengths to try.
     multi_label: fit one binary logistic regression per label.
     max_iter: lbfgs iteration limit.
@@ -141,7 +180,9 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
     validation AUROC go to the smaller (more regularised) C.
 
   Raises:
-    ValueError: when shapes disagree or a split has a single class.
+    ValueError: when shapes disagree or a split has a single class (for
+      multi-label: a training label with a single class among its known rows,
+      or no validation label with both).
   """
   train_x = _check_features(train_x, "train_x")
   val_x = _check_features(val_x, "val_x")
@@ -164,9 +205,11 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
   num_outputs = (train_y.shape[1] if multi_label
                  else int(max(train_y.max(), val_y.max())) + 1)
 
+  has_unknown = multi_label and bool(np.any(train_y < 0))
   best, curve = None, []
   for c in sorted(float(c) for c in Cs):
-    model = _make_model(c, multi_label, max_iter, seed).fit(train_z, train_y)
+    model = _make_model(c, multi_label, max_iter, seed, has_unknown)
+    model = model.fit(train_z, train_y)
     val_proba = _predict_proba(model, val_z, multi_label, num_outputs)
     score = metrics.auroc(val_y, val_proba, multi_label=multi_label)["auroc"]
     curve.append((c, score))

@@ -122,10 +122,16 @@ def _fraction_score(run, protocol: str, representation: str, indices: np.ndarray
   if protocol == "finetune":
     variables = run.backbone_variables if representation == "pretrained" else None
     return _finetune_one(run, variables, train_indices=indices, seed=seed)[metric]
-  feats = run.features(representation)
-  probe, _ = fit_probe(run.config, feats["train"][indices], labels["train"][indices], feats["val"],
-                       labels["val"], run.splits["train"].multi_label)
-  return probes.evaluate_probe(probe, feats["test"], labels["test"], n_boot=0)[metric]
+  # The probe is deterministic given its training rows, so equal draws (every seed at 100%)
+  # are fitted once.
+  memo = run.__dict__.setdefault("_fraction_scores", {})
+  key = (representation, metric, np.asarray(indices).tobytes())
+  if key not in memo:
+    feats = run.features(representation)
+    probe, _ = fit_probe(run.config, feats["train"][indices], labels["train"][indices], feats["val"],
+                         labels["val"], run.splits["train"].multi_label)
+    memo[key] = probes.evaluate_probe(probe, feats["test"], labels["test"], n_boot=0)[metric]
+  return memo[key]
 
 
 def label_fractions(run, workdir: pathlib.Path) -> dict:
