@@ -1,12 +1,15 @@
 """Random-access data sources: records of an image, its labels and a group id.
 
 A source follows grain's RandomAccessDataSource protocol (__len__, __getitem__) and yields
-dicts {"image": uint8 (H, W, C), "label": int32 scalar or (L,) 0/1, "group": int64,
+dicts {"image": uint8 (H, W, C), "label": int32 scalar, or (L,) of 1/0/-1 (unknown) for
+multi-label data, "group": int64,
 "index": int64}. The group is the patient, study or lesion an image belongs to; pairs.py
 draws two images of one group for MICLe. Sources hold no model or augmentation logic.
 
-Only MedMNIST (2-D, 28 px) is here for now; open_source() is the one place that maps a data
-set name to its source class, so new kinds (image folders, CSV manifests) plug in there.
+This file holds MedMNIST (2-D, 28 px) and open_source(), which maps a MedMNIST or
+nih_cxr1000 name to its source. Training and evaluation open data through
+catalog.open_data(config.data, split), which also covers CSV manifests, the clinical
+layouts and ArrayRecord shards, and checks patient splits for leakage.
 """
 from __future__ import annotations
 
