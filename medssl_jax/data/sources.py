@@ -2,8 +2,7 @@
 
 A source follows grain's RandomAccessDataSource protocol (__len__, __getitem__) and yields
 dicts {"image": uint8 (H, W, C), "label": int32 scalar, or (L,) of 1/0/-1 (unknown) for
-multi-label data, "group": int64,
-"index": int64}. The group is the patient, study or lesion an image belongs to; pairs.py
+multi-label data, "group": int64, "index": int64}. The group is the patient, study or lesion an image belongs to; pairs.py
 draws two images of one group for MICLe. Sources hold no model or augmentation logic.
 
 This file holds MedMNIST (2-D, 28 px) and open_source(), which maps a MedMNIST or
