@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import operator
 import os
 import pathlib
 import re
@@ -41,6 +40,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 from array_record.python import array_record_module
+
+from medssl_jax.data import in_memory
 
 FORMAT = "medssl_jax.array_record"
 FORMAT_VERSION = 1
@@ -484,13 +485,7 @@ class ArrayRecordSource:
 
   def _locate(self, index) -> tuple[int, int]:
     """(shard, position in it) of a record index; negative indices count from the end."""
-    index = operator.index(index)
-    n = len(self.labels)
-    if index < 0:
-      index += n
-    if not 0 <= index < n:
-      raise IndexError(f"index {index} out of range for {self!r}")
-    return divmod(index, self._per_shard)
+    return divmod(in_memory.record_index(index, len(self.labels), self), self._per_shard)
 
   def __getitem__(self, index) -> dict[str, np.ndarray]:
     shard, position = self._locate(index)

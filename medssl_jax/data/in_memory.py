@@ -6,6 +6,16 @@ import operator
 import numpy as np
 
 
+def record_index(index, n: int, source) -> int:
+  """index as a position in [0, n): negative indices count from the end, as for lists."""
+  index = operator.index(index)
+  if index < 0:
+    index += n
+  if not 0 <= index < n:
+    raise IndexError(f"index {index} out of range for {source!r}")
+  return index
+
+
 class InMemoryRecords:
   """`__len__` and `__getitem__` over `images`, `labels` and `groups` arrays of equal length."""
 
@@ -17,11 +27,6 @@ class InMemoryRecords:
     return len(self.images)
 
   def __getitem__(self, index) -> dict[str, np.ndarray]:
-    index = operator.index(index)
-    n = len(self.images)
-    if index < 0:
-      index += n
-    if not 0 <= index < n:
-      raise IndexError(f"index {index} out of range for {self!r}")
+    index = record_index(index, len(self.images), self)
     return {"image": self.images[index], "label": self.labels[index],
             "group": self.groups[index], "index": np.int64(index)}
