@@ -31,9 +31,9 @@ import grain
 import numpy as np
 
 from medssl_jax.data import array_record
+from medssl_jax.data import catalog
 from medssl_jax.data import decode
 from medssl_jax.data import manifest
-from medssl_jax.data import sources
 
 _DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 _REPEATS = 3
@@ -43,7 +43,7 @@ def _open(name: str, split: str, data_dir: pathlib.Path, image_size: int | None)
   if name == manifest.NIH_CXR1000:
     return manifest.open_nih_cxr1000(split, data_dir, image_size=image_size)
   medmnist = data_dir / "medmnist"  # the shared layout; else the npz files are in data_dir
-  return sources.open_source(name, split, data_dir=medmnist if medmnist.is_dir() else data_dir)
+  return catalog.open_source(name, split, data_dir=medmnist if medmnist.is_dir() else data_dir)
 
 
 def _original_rate(name: str, source, data_dir, image_size, order) -> tuple[float, str]:

@@ -24,8 +24,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from medssl_jax import augment
-from medssl_jax import sharding
-from medssl_jax import train
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 
 _BATCH = flags.DEFINE_integer("batch", 256, "Images per augment_batch call.")
 _SIZE = flags.DEFINE_integer("size", 224, "Side of the input and output images in pixels.")
@@ -59,8 +59,8 @@ def _augment_table(images, keys):
 def _train_step_seconds(config, steps):
   """Seconds per train step of `config` on one batch kept on the devices."""
   mesh = sharding.create_mesh()
-  source, state, step_fn = train.fresh_state_and_step(config, mesh)
-  local_batch = train.batch_arrays(next(train.make_data_iterator(config, source)))
+  source, state, step_fn = pretrain.fresh_state_and_step(config, mesh)
+  local_batch = pretrain.batch_arrays(next(pretrain.make_data_iterator(config, source)))
   batch = sharding.to_global(local_batch, mesh)
   base_key = jax.random.key(1)
   state, metrics = step_fn(state, batch, base_key)  # compile
@@ -74,7 +74,7 @@ def _train_step_seconds(config, steps):
 
 def _augment_both_views_seconds(config, batch, steps):
   """Seconds for the train step's two augment_batch calls alone, on the same batch."""
-  policies = train.view_policies(config)
+  policies = pretrain.view_policies(config)
   size = config.augment.size
 
   @jax.jit

@@ -13,7 +13,7 @@ one channel, hence --channels=1 --source-size=28 (a 224 px RGB set: --channels=3
 --source-size=224). torch (and torchvision, if it imports) is not a dependency of this
 package: install it in a separate environment.
 
-One step here, as in medssl_jax/train.py + methods/simclr.py + configs/simclr_resnet50.py:
+One step here, as in medssl_jax/loop/pretrain.py + methods/simclr.py + configs/simclr_resnet50.py:
   - B uint8 images already on the device, the same batch every step (no host pipeline);
   - two views per image made on the device (--augment, below), in float32;
   - ResNet-50 in torchvision's layout (fc removed, last BN of each block zero-initialised as

@@ -15,8 +15,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from medssl_jax import sharding
-from medssl_jax import train
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
@@ -40,9 +40,9 @@ def main(argv):
   del argv
   config = _CONFIG.value
   mesh = sharding.create_mesh()
-  source, state, step_fn = train.fresh_state_and_step(config, mesh)
-  iterator = sharding.DevicePrefetch(train.make_data_iterator(config, source), mesh,
-                                     size=config.data.prefetch_to_device, transform=train.batch_arrays)
+  source, state, step_fn = pretrain.fresh_state_and_step(config, mesh)
+  iterator = sharding.DevicePrefetch(pretrain.make_data_iterator(config, source), mesh,
+                                     size=config.data.prefetch_to_device, transform=pretrain.batch_arrays)
   real_batch = lambda: next(iterator)
   device_batch = real_batch()
   base_key = jax.random.key(1)

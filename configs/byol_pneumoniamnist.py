@@ -2,8 +2,8 @@
 
 Command (about 5-10 minutes on 2 CPU cores, followed by its linear probe):
   MEDSSL_DATA_DIR=../shared/data/medmnist \
-  python -m medssl_jax.main --config=configs/byol_pneumoniamnist.py --workdir=runs/byol_pneumonia
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.train --config=configs/byol_pneumoniamnist.py --workdir=runs/byol_pneumonia
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/byol_pneumonia --workdir=runs/byol_pneumonia/eval
 
 Needs: pneumoniamnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
@@ -15,7 +15,7 @@ initialisation; the 250-step run is not yet measured (see BENCHMARKS.md).
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

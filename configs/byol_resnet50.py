@@ -1,7 +1,7 @@
 """BYOL with a ResNet-50 at 224 px, batch 4096, LARS, bf16: the full-scale recipe (TPU or GPU).
 
 Command (on every host of a TPU pod, or every node of a GPU cluster; see launch/):
-  python -m medssl_jax.main --config=configs/byol_resnet50.py --workdir=gs://BUCKET/byol_r50 \
+  python -m medssl_jax.cli.train --config=configs/byol_resnet50.py --workdir=gs://BUCKET/byol_r50 \
       --config.data.name=NAME --config.data.dir=DIR
 
 Needs: a data set stored at 224 px (or larger; views are cropped and resized to 224),
@@ -16,7 +16,7 @@ Not yet measured with this code: see BENCHMARKS.md.
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 _IMAGENET_TRAIN_IMAGES = 1_281_167
 

@@ -6,12 +6,12 @@ data.split.by=group to draw a patient-disjoint split). PNG, JPEG and DICOM files
 and bit depth are decoded once, before training, to data.image_size.
 
 Command (column names are examples; give yours):
-  python -m medssl_jax.main --config=configs/micle_csv.py --workdir=runs/micle_csv \
+  python -m medssl_jax.cli.train --config=configs/micle_csv.py --workdir=runs/micle_csv \
       --config.data.manifest.csv=/data/cxr/manifest.csv --config.data.manifest.path_column=file \
       --config.data.manifest.group_column=patient --config.data.manifest.label_column=finding \
       --config.data.manifest.split_column=fold \
       --config.data.manifest.split_values="('train','valid','test')"
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/micle_csv --workdir=runs/micle_csv/eval
 
 Needs: the CSV and its images. A split that puts one patient in two splits is refused with

@@ -4,9 +4,9 @@ MICLe (Azizi et al. 2021) is SimCLR's loss with positive pairs made of two diffe
 of one patient (data.pairing="patient"); a patient with one image pairs it with itself.
 
 Command (pretraining, then its linear probe):
-  python -m medssl_jax.main --config=configs/micle_nih_cxr.py --workdir=runs/micle_nih \
+  python -m medssl_jax.cli.train --config=configs/micle_nih_cxr.py --workdir=runs/micle_nih \
       --config.data.dir=../shared/data/nih_cxr1000
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/micle_nih --workdir=runs/micle_nih/eval
 
 Needs: the nih_cxr1000 folder (index.csv + PNGs; never downloaded), found through
@@ -18,7 +18,7 @@ initialisation. Measured once (BENCHMARKS.md, 2026-11-22): after these 200 steps
 The shipped train/valid/test folders share 30 patients, so training and evaluation refuse
 them; this recipe splits by patient instead (data.split.by="group", 60/20/20, seed 0).
 """
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

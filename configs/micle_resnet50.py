@@ -1,7 +1,7 @@
 """MICLe with a ResNet-50 at 224 px, batch 1024, LARS, bf16: the full-scale recipe (GPU or TPU).
 
 Command (on every host; see launch/ for pods and clusters):
-  python -m medssl_jax.main --config=configs/micle_resnet50.py --workdir=gs://BUCKET/micle_r50 \
+  python -m medssl_jax.cli.train --config=configs/micle_resnet50.py --workdir=gs://BUCKET/micle_r50 \
       --config.data.name=NAME --config.data.dir=DIR \
       --config.init_from=gs://BUCKET/simclr_r50   # optional: continue from a SimCLR run,
       #   or from ImageNet weights you have: --config.init_from=/path/resnet50.pth (torchvision)
@@ -23,7 +23,7 @@ results with wider networks and the authors' own schedules; this file uses SimCL
 published optimiser settings (LARS, lr 0.3 x batch/256, temperature 0.1, weight decay 1e-6)
 and a ResNet-50 (1x), and nothing here has been measured against them yet.
 """
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

@@ -1,9 +1,9 @@
 """MoCo-CXR (Sowrirajan et al., MIDL 2021) with its other backbone: DenseNet-121 at 224 px.
 
 Command (MoCo-CXR's scripts ran on one GPU; on a pod see launch/):
-  python -m medssl_jax.main --config=configs/moco_cxr_densenet121.py --workdir=runs/moco_cxr_d121 \
+  python -m medssl_jax.cli.train --config=configs/moco_cxr_densenet121.py --workdir=runs/moco_cxr_d121 \
       --config.data.name=NAME --config.data.dir=DIR
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/moco_cxr_d121 --workdir=runs/moco_cxr_d121/eval
 
 Needs: CheXpert's training images as a data source; there is no "chexpert" source in

@@ -1,9 +1,9 @@
 """MoCo-CXR (Sowrirajan et al., MIDL 2021): MoCo v2 on chest X-rays, ResNet-18 at 224 px.
 
 Command (MoCo-CXR's scripts ran on one GPU; on a pod see launch/):
-  python -m medssl_jax.main --config=configs/moco_cxr_resnet18.py --workdir=runs/moco_cxr_r18 \
+  python -m medssl_jax.cli.train --config=configs/moco_cxr_resnet18.py --workdir=runs/moco_cxr_r18 \
       --config.data.name=NAME --config.data.dir=DIR
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/moco_cxr_r18 --workdir=runs/moco_cxr_r18/eval
 
 Needs: CheXpert's training images (about 224k radiographs) as a data source. There is no
@@ -31,7 +31,7 @@ ImageNet initialisation and no pleural-effusion label-fraction probe yet.
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 CHEXPERT_TRAIN_IMAGES = 223_414
 EPOCHS = 20

@@ -2,8 +2,8 @@
 
 Command (about 6 minutes on 2 busy CPU cores, followed by its linear probe):
   MEDSSL_DATA_DIR=../shared/data/medmnist \
-  python -m medssl_jax.main --config=configs/moco_pneumoniamnist.py --workdir=runs/moco_pneumonia
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.train --config=configs/moco_pneumoniamnist.py --workdir=runs/moco_pneumonia
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/moco_pneumonia --workdir=runs/moco_pneumonia/eval
 
 Needs: pneumoniamnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
@@ -18,7 +18,7 @@ Scaled down from MoCo v2 for 250 steps: a 1024-key queue (8 batches) and key mom
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

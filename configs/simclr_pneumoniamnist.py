@@ -2,15 +2,15 @@
 
 Command (about 5 minutes on 2 CPU cores, followed by its linear probe):
   MEDSSL_DATA_DIR=../shared/data/medmnist \
-  python -m medssl_jax.main --config=configs/simclr_pneumoniamnist.py --workdir=runs/simclr_pneumonia
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.train --config=configs/simclr_pneumoniamnist.py --workdir=runs/simclr_pneumonia
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/simclr_pneumonia --workdir=runs/simclr_pneumonia/eval
 
 Needs: pneumoniamnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
 Should reach: a linear-probe test AUROC clearly above the same network at random
 initialisation (see BENCHMARKS.md for the measured figures).
 """
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

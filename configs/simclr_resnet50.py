@@ -1,7 +1,7 @@
 """SimCLR with a ResNet-50 at 224 px, batch 4096, LARS, bf16: the full-scale recipe (TPU or GPU).
 
 Command (on every host of a TPU pod, or every node of a GPU cluster; see launch/):
-  python -m medssl_jax.main --config=configs/simclr_resnet50.py --workdir=gs://BUCKET/simclr_r50 \
+  python -m medssl_jax.cli.train --config=configs/simclr_resnet50.py --workdir=gs://BUCKET/simclr_r50 \
       --config.data.name=NAME --config.data.dir=DIR
 
 Needs: a data set stored at 224 px (or larger; views are cropped and resized to 224),
@@ -11,7 +11,7 @@ lr 0.3 x batch/256, temperature 0.1, weight decay 1e-6) gives a 69.3% top-1 line
 ImageNet; on chest X-rays, MICLe-style continued pretraining reports gains of a few AUROC
 points over ImageNet initialisation. Not yet measured with this code: see BENCHMARKS.md.
 """
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

@@ -3,8 +3,8 @@
 Command (about 10 minutes on 2 CPU cores, followed by its linear probe; the probe's raw-pixel
 baseline on 2352-d RGB pixels is slow, --config.baselines="('random_init',)" skips it):
   MEDSSL_DATA_DIR=../shared/data/medmnist \
-  python -m medssl_jax.main --config=configs/simsiam_bloodmnist.py --workdir=runs/simsiam_blood
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.train --config=configs/simsiam_bloodmnist.py --workdir=runs/simsiam_blood
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/simsiam_blood --workdir=runs/simsiam_blood/eval
 
 Needs: bloodmnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
@@ -16,7 +16,7 @@ the 250-step run is not yet measured (see BENCHMARKS.md).
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """SimSiam with a ResNet-50 at 224 px, batch 512, SGD: the full-scale recipe (TPU or GPU).
 
 Command (on every host of a TPU pod, or every node of a GPU cluster; see launch/):
-  python -m medssl_jax.main --config=configs/simsiam_resnet50.py --workdir=gs://BUCKET/simsiam_r50 \
+  python -m medssl_jax.cli.train --config=configs/simsiam_resnet50.py --workdir=gs://BUCKET/simsiam_r50 \
       --config.data.name=NAME --config.data.dir=DIR
 
 Needs: a data set stored at 224 px (or larger; views are cropped and resized to 224),
@@ -15,7 +15,7 @@ decay skips biases and BatchNorm parameters. Not yet measured with this code: se
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 _IMAGENET_TRAIN_IMAGES = 1_281_167
 

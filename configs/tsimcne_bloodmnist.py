@@ -2,12 +2,12 @@
 
 Three stages, each a run of the pretraining binary; launch/tsimcne_bloodmnist.sh runs them
 and then the 2-D evaluation:
-  python -m medssl_jax.main --config=configs/tsimcne_bloodmnist.py:stage1 --workdir=RUN/stage1
-  python -m medssl_jax.main --config=configs/tsimcne_bloodmnist.py:stage2 --workdir=RUN/stage2 \
+  python -m medssl_jax.cli.train --config=configs/tsimcne_bloodmnist.py:stage1 --workdir=RUN/stage1
+  python -m medssl_jax.cli.train --config=configs/tsimcne_bloodmnist.py:stage2 --workdir=RUN/stage2 \
       --config.init_from=RUN/stage1
-  python -m medssl_jax.main --config=configs/tsimcne_bloodmnist.py:stage3 --workdir=RUN/stage3 \
+  python -m medssl_jax.cli.train --config=configs/tsimcne_bloodmnist.py:stage3 --workdir=RUN/stage3 \
       --config.init_from=RUN/stage2
-  python -m medssl_jax.evaluate --config=configs/eval/embedding_2d.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/embedding_2d.py \
       --config.pretrain_workdir=RUN/stage3 --workdir=RUN/eval
 Stage 1 trains with a 128-D output; stage 2 replaces the output layer by a 2-D linear layer
 and trains only it; stage 3 trains everything at a lower learning rate.
@@ -17,7 +17,7 @@ Should reach: a 2-D map whose 8 cell types form separate clusters; the measured 
 accuracy and silhouette of this small recipe are in BENCHMARKS.md.
 Full scale: configs/tsimcne_resnet18.py.
 """
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 STAGES = ("stage1", "stage2", "stage3")
 

@@ -1,7 +1,7 @@
 """t-SimCNE at full scale: ResNet-18, batch 512, 32-64 px images, the paper's three stages.
 
 Command (stages as in configs/tsimcne_bloodmnist.py; see launch/tsimcne_bloodmnist.sh):
-  python -m medssl_jax.main --config=configs/tsimcne_resnet18.py:stage1 --workdir=RUN/stage1 \
+  python -m medssl_jax.cli.train --config=configs/tsimcne_resnet18.py:stage1 --workdir=RUN/stage1 \
       --config.data.name=NAME
   ... stage2 and stage3 with --config.init_from=RUN/stage1 and RUN/stage2
 
@@ -11,7 +11,7 @@ stage 3 for 450 on CIFAR-10 and report 2-D maps with kNN accuracy around 90%; wi
 BloodMNIST's 11,959 training images and batch 512 an epoch is ~23 steps, giving the step
 counts below. Not yet measured with this code at this scale.
 """
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 STAGES = ("stage1", "stage2", "stage3")
 EPOCHS = {"stage1": 1000, "stage2": 50, "stage3": 450}

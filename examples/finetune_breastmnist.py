@@ -14,8 +14,8 @@ import numpy as np
 import optax
 from sklearn.metrics import roc_auc_score
 
-from medssl_jax import api
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
+from medssl_jax.weights import api
 
 
 class Classifier(nn.Module):
@@ -37,7 +37,7 @@ def main():
   args = parser.parse_args()
 
   pretrained = api.load_backbone(args.backbone)
-  train_set, test_set = (sources.open_source("breastmnist", split, data_dir=args.data_dir)
+  train_set, test_set = (catalog.open_source("breastmnist", split, data_dir=args.data_dir)
                          for split in ("train", "test"))
   model = Classifier(pretrained.module, train_set.num_classes)
   images = pretrained.preprocess(train_set.images[:2])

@@ -15,7 +15,7 @@ python=${PYTHON:-python}
 pids=()
 for ((i = 0; i < n; i++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=$devices" JAX_PLATFORMS=${JAX_PLATFORMS:-cpu} \
-    "$python" -m medssl_jax.main --coordinator_address="127.0.0.1:$port" --num_processes="$n" \
+    "$python" -m medssl_jax.cli.train --coordinator_address="127.0.0.1:$port" --num_processes="$n" \
     --process_id="$i" "$@" > "mp_$i.log" 2>&1 &
   pids+=($!)
 done

@@ -5,7 +5,7 @@
 # Needs: the gcloud SDK, logged in (`gcloud auth login`); a project and zone with TPU quota
 # (spot or preemptible quota for --spot / --preemptible); a GCS bucket, ideally in the same
 # region, for the workdir. Each worker runs ONE process driving its local chips; `run` adds
-# --coordinator_address=auto, with which main.py calls jax.distributed.initialize() and jax
+# --coordinator_address=auto, with which medssl_jax/cli/train.py calls jax.distributed.initialize() and jax
 # finds the other workers from the TPU metadata, so no ranks or addresses are passed here.
 #
 # The workdir must be ONE place that all workers see: a gs://BUCKET/PATH (Orbax writes
@@ -19,7 +19,7 @@
 #                    REPO_REF when REPO_URL is set (the workers need access to it), otherwise
 #                    this checkout's files (tracked and untracked, not git-ignored) sent by scp
 #   install          on every worker: a venv in REMOTE_DIR/.venv, pip install -e . "jax[tpu]"
-#   run [--] ARGS    on every worker: nohup python -m medssl_jax.main ARGS, logging to
+#   run [--] ARGS    on every worker: nohup python -m medssl_jax.cli.train ARGS, logging to
 #                    REMOTE_DIR/logs/train-HOSTNAME.log (one log per worker); ARGS must hold
 #                    --workdir (gs:// or a shared filesystem). Everything after `run` is passed
 #                    to the binary unchanged.
@@ -227,7 +227,7 @@ cmd_run() {
   remote+='exit 1; fi; '
   # stdin, stdout and stderr all redirected, so that ssh returns while training goes on.
   # 'auto': every worker joins the pod's other workers from the TPU metadata.
-  remote+="PYTHONUNBUFFERED=1 nohup .venv/bin/python -m medssl_jax.main --coordinator_address=auto "
+  remote+="PYTHONUNBUFFERED=1 nohup .venv/bin/python -m medssl_jax.cli.train --coordinator_address=auto "
   remote+=$(quote_words "${train_args[@]}")
   remote+=' > "$log" 2>&1 < /dev/null & echo $! > "$pidfile"; echo "$host: started, log $PWD/$log"'
   on_all_workers "$remote"

@@ -9,9 +9,9 @@ run=${1:?usage: $0 RUN_DIR [CONFIG]}
 config=${2:-configs/tsimcne_bloodmnist.py}
 python=${PYTHON:-python}
 
-"$python" -m medssl_jax.main --config="$config:stage1" --workdir="$run/stage1"
-"$python" -m medssl_jax.main --config="$config:stage2" --workdir="$run/stage2" --config.init_from="$run/stage1"
-"$python" -m medssl_jax.main --config="$config:stage3" --workdir="$run/stage3" --config.init_from="$run/stage2"
-"$python" -m medssl_jax.evaluate --config=configs/eval/embedding_2d.py \
+"$python" -m medssl_jax.cli.train --config="$config:stage1" --workdir="$run/stage1"
+"$python" -m medssl_jax.cli.train --config="$config:stage2" --workdir="$run/stage2" --config.init_from="$run/stage1"
+"$python" -m medssl_jax.cli.train --config="$config:stage3" --workdir="$run/stage3" --config.init_from="$run/stage2"
+"$python" -m medssl_jax.cli.evaluate --config=configs/eval/embedding_2d.py \
     --config.pretrain_workdir="$run/stage3" --workdir="$run/eval"
 echo "2-D map: $run/eval/embedding_2d.png; figures: $run/eval/results.json"

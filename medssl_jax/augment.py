@@ -29,6 +29,8 @@ from typing import Union
 import jax
 import jax.numpy as jnp
 
+from medssl_jax import errors
+
 # torchvision RandomResizedCrop tries this many (area, ratio) draws before falling back.
 _CROP_ATTEMPTS = 10
 # ITU-R 601 luma, as torchvision uses for the contrast mean of RGB images.
@@ -511,8 +513,8 @@ def get_policy(name: str) -> tuple[Op, ...]:
   op_names = name.split("+")
   if all(op in OPS for op in op_names):
     return policy_from_ops(op_names)
-  raise ValueError(f"Unknown augmentation policy {name!r}; valid: {sorted(POLICIES)}, or op "
-                   f"names joined by '+' from {sorted(OPS)}")
+  raise errors.UserError(f"Unknown augmentation policy {name!r}; valid: {sorted(POLICIES)}, or op "
+                         f"names joined by '+' from {sorted(OPS)}")
 
 
 def policy_from_ops(names) -> tuple[Op, ...]:
@@ -520,7 +522,7 @@ def policy_from_ops(names) -> tuple[Op, ...]:
   names = (names,) if isinstance(names, str) else tuple(names)
   unknown = [n for n in names if n not in OPS]
   if unknown:
-    raise ValueError(f"Unknown augmentation op(s) {unknown}; valid: {sorted(OPS)}")
+    raise errors.UserError(f"Unknown augmentation op(s) {unknown}; valid: {sorted(OPS)}")
   ops = [OPS[n] for n in names]
   return (tuple(op for op in ops if isinstance(op, GeometricOp))
           + tuple(op for op in ops if not isinstance(op, GeometricOp)))

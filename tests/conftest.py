@@ -1,4 +1,5 @@
-"""Test set-up: 8 simulated CPU devices and the shared real data directory."""
+"""Test set-up: 8 simulated CPU devices, the shared real data directory, and a synthetic
+in-memory data set for tests that are not about real files."""
 import os
 import pathlib
 
@@ -29,9 +30,20 @@ def tiny_config(medmnist_dir):
   return make_tiny_config(medmnist_dir)
 
 
+@pytest.fixture
+def synthetic_config():
+  """tiny_config on the synthetic in-memory data set (tests/synthetic_data.py): for tests
+  whose subject is not the data, so they run without ../shared/data."""
+  import synthetic_data  # pylint: disable=g-import-not-at-top
+  synthetic_data.register()
+  config = make_tiny_config("")
+  config.data.name = synthetic_data.NAME
+  return config
+
+
 def make_tiny_config(medmnist_dir):
   """The CPU recipe shrunk to seconds: 4-channel ResNet-18, batch 16, 6 steps, real data."""
-  from medssl_jax import configuration  # pylint: disable=g-import-not-at-top
+  from medssl_jax.loop import configuration  # pylint: disable=g-import-not-at-top
   config = configuration.load_config_file(str(REPO_ROOT / "configs" / "simclr_pneumoniamnist.py"))
   config.data.dir = str(medmnist_dir)
   config.model.width = 1 / 16

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from medssl_jax.data import array_record
+from medssl_jax.data import catalog
 from medssl_jax.data import manifest
-from medssl_jax.data import sources
 
 SPLITS = ("train", "val", "test")
 
 
 @pytest.fixture(scope="module")
 def breast(medmnist_dir):
-  return {s: sources.open_source("breastmnist", s, data_dir=medmnist_dir) for s in SPLITS}
+  return {s: catalog.open_source("breastmnist", s, data_dir=medmnist_dir) for s in SPLITS}
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from medssl_jax import augment
-from medssl_jax import augment_study
-from medssl_jax import configuration
-from medssl_jax import preview
-from medssl_jax import train
-from medssl_jax.data import sources
+from medssl_jax.cli import augment_study
+from medssl_jax.data import catalog
+from medssl_jax.loop import configuration
+from medssl_jax.cli import preview
+from medssl_jax.loop import pretrain
 
 
 def _eval_config():
@@ -43,7 +43,7 @@ def test_two_by_two_study_in_two_shards_then_collected(tiny_config, tmp_path, mo
   assert policies == {"flip", "flip+brightness", "brightness+flip", "brightness"}
 
   # Finished cells are never trained again: collecting reads their results only.
-  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("retrained a cell"))
+  monkeypatch.setattr(pretrain, "run", lambda *a, **k: pytest.fail("retrained a cell"))
   matrix = augment_study.run_study(tiny_config, _eval_config(), study, ops, collect_only=True)
   assert np.isfinite(matrix).all() and ((0 <= matrix) & (matrix <= 1)).all()
   _, rows = _read_matrix(study)
@@ -67,7 +67,7 @@ def test_study_rejects_an_unknown_op_before_any_work(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("data,policy", [("pneumoniamnist", "cxr"), ("bloodmnist", "micle")])
 def test_preview_grid_of_real_images(data, policy, medmnist_dir, tmp_path):
-  source = sources.open_source(data, "train", data_dir=str(medmnist_dir))
+  source = catalog.open_source(data, "train", data_dir=str(medmnist_dir))
   grid = preview.preview_views(source.images[:3], policy, k=4, size=56, seed=0)
   assert grid.shape == (3, 5, 56, 56, source.images.shape[-1])
   np.testing.assert_array_equal(grid[:, 0], np.asarray(augment.preprocess_batch(source.images[:3], 56)))

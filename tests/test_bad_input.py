@@ -7,9 +7,9 @@ import sys
 import jax
 import pytest
 
-from medssl_jax import checkpointing
-from medssl_jax import sharding
-from medssl_jax import train
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 from medssl_jax.data import download
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def _snapshot(directory: pathlib.Path):
 def test_unknown_config_key_lists_valid_keys(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(
-      [sys.executable, "-m", "medssl_jax.main", "--config=configs/simclr_pneumoniamnist.py",
+      [sys.executable, "-m", "medssl_jax.cli.train", "--config=configs/simclr_pneumoniamnist.py",
        f"--workdir={workdir}", "--config.data.nme=x"],
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
@@ -35,7 +35,7 @@ def test_unknown_config_key_lists_valid_keys(tmp_path):
 def test_batch_size_not_divisible_by_devices(tiny_config, tmp_path):
   tiny_config.batch_size = 12
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-    train.train_and_evaluate(tiny_config, tmp_path / "run", mesh=sharding.create_mesh(jax.devices()[:8]))
+    pretrain.run(tiny_config, tmp_path / "run", mesh=sharding.create_mesh(jax.devices()[:8]))
   assert not (tmp_path / "run").exists()
 
 
@@ -47,7 +47,7 @@ def test_missing_data_file_names_file_url_and_fix(tiny_config, tmp_path, monkeyp
   # Port 9 on loopback: nothing listens, so the download fails at once, offline or not.
   monkeypatch.setenv("MEDSSL_MEDMNIST_URL", "http://127.0.0.1:9/{name}.npz")
   with pytest.raises(download.DataUnavailableError) as error:
-    train.train_and_evaluate(tiny_config, tmp_path / "run")
+    pretrain.run(tiny_config, tmp_path / "run")
   message = str(error.value)
   assert "pneumoniamnist.npz" in message and "http://127.0.0.1:9/pneumoniamnist.npz" in message
   assert "MEDSSL_DATA_DIR" in message and "--config.data.dir" in message
@@ -59,11 +59,11 @@ def test_incompatible_workdir_is_refused_untouched(tiny_config, tmp_path):
   workdir = tmp_path / "run"
   tiny_config.num_steps = 1
   tiny_config.checkpoint_every = 1
-  train.train_and_evaluate(tiny_config, workdir)
+  pretrain.run(tiny_config, workdir)
   before = _snapshot(workdir)
   tiny_config.model.width = 1 / 8
   with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model.width"):
-    train.train_and_evaluate(tiny_config, workdir)
+    pretrain.run(tiny_config, workdir)
   assert _snapshot(workdir) == before
 
 
@@ -71,8 +71,31 @@ def test_cli_reports_user_errors_without_traceback(tmp_path):
   env = dict(os.environ, MEDSSL_DATA_DIR=str(tmp_path), MEDSSL_MEDMNIST_URL="http://127.0.0.1:9/{name}.npz",
              XDG_CACHE_HOME=str(tmp_path / "cache"))
   result = subprocess.run(
-      [sys.executable, "-m", "medssl_jax.main", "--config=configs/simclr_pneumoniamnist.py",
+      [sys.executable, "-m", "medssl_jax.cli.train", "--config=configs/simclr_pneumoniamnist.py",
        f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith("error: Could not download pneumoniamnist.npz")
   assert "Traceback" not in result.stderr
+
+
+def test_internal_errors_keep_their_traceback(medmnist_dir, tmp_path):
+  """A ValueError raised by a bug (here: patched into the augmentation inside the jitted step)
+  is not mistaken for a user error: the binary shows the full traceback, not one line."""
+  code = "\n".join([
+      "import sys",
+      "from medssl_jax import augment",
+      "def broken(*args, **kwargs):",
+      "  raise ValueError('internal bug deep in the step')",
+      "augment.augment_batch = broken",
+      "from medssl_jax.cli import train",
+      f"sys.argv = ['medssl-train', '--config=configs/simclr_pneumoniamnist.py', "
+      f"'--workdir={tmp_path / 'run'}', '--config.data.dir={medmnist_dir}', "
+      "'--config.model.width=0.0625', '--config.batch_size=16', '--config.num_steps=1']",
+      "train.run()",
+  ])
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode not in (0, 2)
+  assert "Traceback" in result.stderr
+  assert "ValueError: internal bug deep in the step" in result.stderr
+  assert "error: internal bug" not in result.stderr

@@ -12,8 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from medssl_jax import configuration
-from medssl_jax import train
+from medssl_jax.loop import configuration
+from medssl_jax.loop import pretrain
 from medssl_jax.methods import byol
 from medssl_jax.models import encoder
 from medssl_jax.models import heads
@@ -56,18 +56,6 @@ def test_byol_loss_matches_numpy(n, d):
   np.testing.assert_allclose(float(loss), byol_loss_numpy(q1, q2, z1, z2), rtol=1e-5)
 
 
-def test_ema_update_matches_numpy():
-  rng = np.random.default_rng(0)
-  target = {"a": rng.normal(size=(3, 4)), "b": {"c": rng.normal(size=(5,))}}
-  online = jax.tree_util.tree_map(lambda x: x + rng.normal(size=x.shape), target)
-  tau = 0.99
-  new = byol.ema_update(jax.tree_util.tree_map(np.float32, target),
-                        jax.tree_util.tree_map(np.float32, online), jnp.float32(tau))
-  expected = jax.tree_util.tree_map(lambda t, o: tau * t + (1 - tau) * o, target, online)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                         new, expected)
-
-
 def test_target_momentum_rises_from_tau_base_to_one():
   num_steps, tau_base = 100, 0.996
   taus = np.array([float(byol.target_momentum(k, num_steps, tau_base))
@@ -83,7 +71,7 @@ def test_target_starts_as_a_copy_of_the_online_backbone_and_projector():
   modules = ("backbone", "projector", "predictor")
   variables = {"params": {m: {"w": np.full(3, i, np.float32)} for i, m in enumerate(modules)},
                "batch_stats": {m: {"mean": np.zeros(3, np.float32)} for m in modules[:2]}}
-  extra = byol.init_extra_state(jax.tree_util.tree_map(jnp.asarray, variables), None)
+  extra = byol.BYOL().init_extra_state(jax.tree_util.tree_map(jnp.asarray, variables), None)
   assert set(extra["params"]) == set(extra["batch_stats"]) == {"backbone", "projector"}
   jax.tree_util.tree_map(np.testing.assert_array_equal, extra["params"],
                          {m: variables["params"][m] for m in modules[:2]})
@@ -112,13 +100,13 @@ def test_no_gradient_reaches_the_target():
                "batch_stats": jax.tree_util.tree_map(ones, shapes["batch_stats"])}
   params, batch_stats = variables["params"], variables["batch_stats"]
   # A target that differs from the online network, as it does after a few steps.
-  extra = byol.init_extra_state(variables, config)
+  extra = byol.BYOL().init_extra_state(variables, config)
   extra["params"] = jax.tree_util.tree_map(lambda x: x + 0.1, extra["params"])
   assert set(params) == {"backbone", "projector", "predictor"}
   assert "predictor" not in extra["params"]
 
   def loss(params, extra):
-    return byol.loss_fn(params, batch_stats, extra, view1, view2, None, 3, model=model,
+    return byol.BYOL().loss_fn(params, batch_stats, extra, view1, view2, None, 3, model=model,
                         config=config)
 
   (value, (metrics, _, new_extra)), (grad_params, grad_extra) = jax.jit(jax.value_and_grad(
@@ -158,16 +146,16 @@ def _check_target_follows_online(states, tau_base, num_steps):
                             _flat(last["extra"]["batch_stats"]))
 
 
-def test_training_moves_the_target_and_resumes_exactly(tiny_config, tmp_path):
-  """Real data through the real loop, a checkpoint after every step to see each EMA update;
+def test_training_moves_the_target_and_resumes_exactly(synthetic_config, tmp_path):
+  """Synthetic data through the real loop, a checkpoint after every step to see each EMA update;
   then a preemption after step 2 and a resume that ends bitwise equal, target included."""
-  config = tiny_config
+  config = synthetic_config
   config.method = "byol"
   config.byol = ml_collections.ConfigDict(dict(tau_base=0.9, predictor_hidden_dim=8))
   config.num_steps = 4
   config.checkpoint_every = 1
   workdir = tmp_path / "run"
-  final = train.train_and_evaluate(config, workdir)
+  final = pretrain.run(config, workdir)
   assert set(final.params) == {"backbone", "projector", "predictor"}
   assert set(final.extra["params"]) == {"backbone", "projector"}
   assert final.params["predictor"]["Dense_0"]["kernel"].shape == (16, 8)
@@ -179,7 +167,7 @@ def test_training_moves_the_target_and_resumes_exactly(tiny_config, tmp_path):
 
   for step in (3, 4):  # preempted right after the step-2 checkpoint
     shutil.rmtree(workdir / "checkpoints" / str(step))
-  train.train_and_evaluate(config, workdir)
+  pretrain.run(config, workdir)
   resumed = dict(jax.tree_util.tree_leaves_with_path(_saved_state(workdir, 4)))
   leaves = jax.tree_util.tree_leaves_with_path(states[4])
   assert len(leaves) == len(resumed)

@@ -3,8 +3,8 @@ opened by data.name=array_record, with the leakage check still applied."""
 import numpy as np
 import pytest
 
-from medssl_jax import convert
-from medssl_jax import defaults
+from medssl_jax.cli import convert
+from medssl_jax.loop import defaults
 from medssl_jax.data import catalog
 from medssl_jax.data import splits
 

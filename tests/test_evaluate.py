@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from medssl_jax import checkpointing
-from medssl_jax import configuration
-from medssl_jax import evaluate
-from medssl_jax import train
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import configuration
+from medssl_jax.evaluation import runner
+from medssl_jax.loop import pretrain
 from medssl_jax.evaluation import features
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def pretrained_run(tmp_path_factory, medmnist_dir):
   config.model.width, config.model.projector_hidden_dim, config.model.projector_dim = 1 / 16, 32, 16
   config.batch_size, config.num_steps, config.checkpoint_every, config.log_every = 16, 4, 2, 2
   workdir = tmp_path_factory.mktemp("pretrain")
-  train.train_and_evaluate(config, workdir)
+  pretrain.run(config, workdir)
   return workdir
 
 
@@ -38,7 +38,7 @@ def _eval_config(run):
 
 
 def test_linear_probe_writes_results(pretrained_run, tmp_path, capsys):
-  results = evaluate.evaluate(_eval_config(pretrained_run), tmp_path)
+  results = runner.evaluate(_eval_config(pretrained_run), tmp_path)
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk == json.loads(json.dumps(results))
   assert on_disk["step"] == 4 and on_disk["method"] == "simclr" and on_disk["data"] == "pneumoniamnist"
@@ -63,11 +63,11 @@ def test_restore_backbone_of_earlier_step_and_missing_step(pretrained_run):
 
 def test_features_same_on_one_and_eight_devices(pretrained_run, medmnist_dir):
   import jax  # pylint: disable=g-import-not-at-top
-  from medssl_jax import sharding  # pylint: disable=g-import-not-at-top
+  from medssl_jax.loop import sharding  # pylint: disable=g-import-not-at-top
   from medssl_jax.models import encoder  # pylint: disable=g-import-not-at-top
   pretrain_config, variables, _ = checkpointing.restore_backbone(pretrained_run)
   backbone = encoder.create_backbone(pretrain_config.model)
-  source = sources.open_source("breastmnist", "val", data_dir=medmnist_dir)  # 78 images: a short last batch
+  source = catalog.open_source("breastmnist", "val", data_dir=medmnist_dir)  # 78 images: a short last batch
   one = features.extract_features(features.backbone_output(backbone), variables, source, image_size=28, batch_size=32,
                                   mesh=sharding.create_mesh(jax.devices()[:1]))
   eight = features.extract_features(features.backbone_output(backbone), variables, source, image_size=28, batch_size=32,
@@ -77,7 +77,7 @@ def test_features_same_on_one_and_eight_devices(pretrained_run, medmnist_dir):
 
 
 def test_cli_rejects_unknown_baseline_before_writing(pretrained_run, tmp_path, medmnist_dir):
-  base = [sys.executable, "-m", "medssl_jax.evaluate", "--config=configs/eval/linear_probe.py",
+  base = [sys.executable, "-m", "medssl_jax.cli.evaluate", "--config=configs/eval/linear_probe.py",
           f"--config.pretrain_workdir={pretrained_run}", f"--workdir={tmp_path}"]
   bad = subprocess.run(base + ["--config.baselines=('imagenet',)"], cwd=REPO, capture_output=True,
                        text=True, timeout=300)
@@ -89,7 +89,7 @@ def test_embedding_2d_tsne_writes_map_plot_and_scores(pretrained_run, tmp_path):
   config = _eval_config(pretrained_run)
   config.evaluations = ("embedding_2d",)
   config.embedding_2d.max_points = 150
-  results = evaluate.evaluate(config, tmp_path)["embedding_2d"]
+  results = runner.evaluate(config, tmp_path)["embedding_2d"]
   assert results["kind"] == "tsne"
   assert 0.0 <= results["knn_accuracy"] <= 1.0 and -1.0 <= results["silhouette"] <= 1.0
   saved = np.load(tmp_path / "embedding_2d.npz")
@@ -111,7 +111,7 @@ def test_every_evaluation_in_one_run_writes_json_markdown_and_plots(pretrained_r
   config.transfer.data.image_size = 28
   config.transfer.data.split.allow_leakage = True
   config.transfer.label_map = (("normal", "normal"), ("abnormal", "pneumonia"))
-  results = evaluate.evaluate(config, tmp_path)
+  results = runner.evaluate(config, tmp_path)
   for name in ("linear_probe", "knn", "finetune"):
     for rep in ("pretrained", "random_init"):
       r = results[name][rep]
@@ -135,27 +135,27 @@ def test_every_evaluation_in_one_run_writes_json_markdown_and_plots(pretrained_r
 
 def test_features_are_cached_per_checkpoint(pretrained_run, tmp_path, monkeypatch):
   config = _eval_config(pretrained_run)
-  first = evaluate.evaluate(config, tmp_path)
+  first = runner.evaluate(config, tmp_path)
   assert first["feature_cache"] == {"hits": 0, "misses": 6}
   monkeypatch.setattr(features, "extract_features", lambda *a, **k: pytest.fail("extracted again"))
-  second = evaluate.evaluate(config, tmp_path)
+  second = runner.evaluate(config, tmp_path)
   assert second["feature_cache"] == {"hits": 6, "misses": 0}
   assert second["linear_probe"] == first["linear_probe"]
   # Another checkpoint is another key: its features are extracted, not served from step 4's.
   monkeypatch.undo()
   config.step = 2
-  assert evaluate.evaluate(config, tmp_path)["feature_cache"]["misses"] == 6
+  assert runner.evaluate(config, tmp_path)["feature_cache"]["misses"] == 6
 
 
 def test_watch_evaluates_each_checkpoint_once_and_logs_to_the_run(pretrained_run, tmp_path):
   config = _eval_config(pretrained_run)
   config.baselines = ()
   config.n_boot = 0
-  assert evaluate.watch(config, tmp_path, sleep=lambda s: pytest.fail("waited")) == [2, 4]
-  log = [json.loads(line) for line in (pretrained_run / evaluate.WATCH_LOG).read_text().splitlines()]
+  assert runner.watch(config, tmp_path, sleep=lambda s: pytest.fail("waited")) == [2, 4]
+  log = [json.loads(line) for line in (pretrained_run / runner.WATCH_LOG).read_text().splitlines()]
   assert [line["step"] for line in log] == [2, 4]
   step_4 = json.loads((tmp_path / "step_4" / "results.json").read_text())
   assert log[1]["eval/linear_probe/pretrained/auroc"] == step_4["linear_probe"]["pretrained"]["auroc"]
   # A restarted watcher finds both steps done: nothing to evaluate, no waiting.
-  assert evaluate.watch(config, tmp_path, sleep=lambda s: pytest.fail("waited")) == []
-  (pretrained_run / evaluate.WATCH_LOG).unlink()
+  assert runner.watch(config, tmp_path, sleep=lambda s: pytest.fail("waited")) == []
+  (pretrained_run / runner.WATCH_LOG).unlink()

@@ -12,12 +12,12 @@ from jax.sharding import PartitionSpec
 
 from conftest import REPO_ROOT
 from conftest import make_tiny_config
-from medssl_jax import api
-from medssl_jax import checkpointing
-from medssl_jax import export
-from medssl_jax import sharding
-from medssl_jax import train
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
+from medssl_jax.weights import api
+from medssl_jax.loop import checkpointing
+from medssl_jax.weights import export
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 
 
 def assert_trees_equal(a, b):
@@ -34,13 +34,13 @@ def pretrained_run(medmnist_dir, tmp_path_factory):
   config = make_tiny_config(medmnist_dir)
   config.num_steps, config.checkpoint_every = 4, 2
   workdir = tmp_path_factory.mktemp("pretrained") / "run"
-  train.train_and_evaluate(config, workdir)
+  pretrain.run(config, workdir)
   return workdir
 
 
 @pytest.fixture(scope="module")
 def test_images(medmnist_dir):
-  return sources.open_source("pneumoniamnist", "test", data_dir=str(medmnist_dir)).images[:16]
+  return catalog.open_source("pneumoniamnist", "test", data_dir=str(medmnist_dir)).images[:16]
 
 
 def test_export_then_load_is_bitwise_equal_with_identical_features(pretrained_run, test_images, tmp_path):
@@ -70,7 +70,7 @@ def test_export_with_projector(pretrained_run, tmp_path):
 
 
 def test_export_command_checks_and_refuses_to_overwrite(pretrained_run, tmp_path):
-  command = [sys.executable, "-m", "medssl_jax.export", f"--workdir={pretrained_run}",
+  command = [sys.executable, "-m", "medssl_jax.cli.export", f"--workdir={pretrained_run}",
              f"--out={tmp_path / 'export'}"]
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
   done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -126,7 +126,7 @@ def test_run_initialised_from_another_starts_from_exactly_its_backbone(
     export.export(pretrained_run, init_from)
   config = make_tiny_config(medmnist_dir)
   config.init_from, config.num_steps, config.seed = str(init_from), 0, 7
-  state = train.train_and_evaluate(config, tmp_path / "continued")
+  state = pretrain.run(config, tmp_path / "continued")
 
   _, variables, _ = checkpointing.restore_variables(pretrained_run)
   assert_trees_equal(variables["params"]["backbone"], jax.device_get(state.params["backbone"]))
@@ -143,7 +143,7 @@ def test_init_from_another_architecture_is_refused_before_writing(pretrained_run
   config.init_from = str(pretrained_run)
   config.model.width = 1 / 8
   with pytest.raises(ValueError, match=r"another architecture.*\n  width: .* has 0.0625, this run has 0.125"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    pretrain.run(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
 
 

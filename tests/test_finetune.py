@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
 from medssl_jax.evaluation import finetune as ft
 from medssl_jax.evaluation import fractions
 from medssl_jax.evaluation import metrics
@@ -43,7 +43,7 @@ class RecordingSource:
 
 @pytest.fixture(scope="module")
 def breast(medmnist_dir):
-  return {split: sources.open_source("breastmnist", split, data_dir=medmnist_dir)
+  return {split: catalog.open_source("breastmnist", split, data_dir=medmnist_dir)
           for split in ("train", "val", "test")}
 
 

@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
 from medssl_jax.evaluation import fractions
 
 
 @pytest.fixture(scope="module")
 def blood_labels(medmnist_dir) -> np.ndarray:
-  return np.asarray(sources.open_source("bloodmnist", "train", data_dir=medmnist_dir).labels)
+  return np.asarray(catalog.open_source("bloodmnist", "train", data_dir=medmnist_dir).labels)
 
 
 @pytest.fixture(scope="module")

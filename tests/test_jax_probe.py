@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
 from medssl_jax.evaluation import jax_probe
 from medssl_jax.evaluation import probes
 
@@ -17,7 +17,7 @@ def breast_pixels(medmnist_dir):
   correlated, so weakly regularised fits take L-BFGS a hundred-odd iterations."""
   splits = {}
   for split in ("train", "val", "test"):
-    source = sources.open_source("breastmnist", split, data_dir=medmnist_dir)
+    source = catalog.open_source("breastmnist", split, data_dir=medmnist_dir)
     pooled = source.images.reshape(len(source), 7, 4, 7, 4).mean(axis=(2, 4))
     splits[split] = (pooled.reshape(len(source), -1) / 255.0, source.labels)
   return splits

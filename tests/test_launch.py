@@ -96,8 +96,8 @@ def test_tpu_dry_run_run_passes_training_args_intact():
   (run,) = _dry_run("run", "--", *TRAIN_ARGS)
   assert run[4:6] == ["ssh", "pod-a"]
   words = shlex.split(_remote_command(run))
-  start = words.index("medssl_jax.main") + 1
-  assert words[start - 3:start] == [".venv/bin/python", "-m", "medssl_jax.main"]
+  start = words.index("medssl_jax.cli.train") + 1
+  assert words[start - 3:start] == [".venv/bin/python", "-m", "medssl_jax.cli.train"]
   assert words[start:words.index(">", start)] == ["--coordinator_address=auto", *TRAIN_ARGS]
   (logs,) = _dry_run("logs", "3")
   assert "--worker=3" in logs
@@ -146,7 +146,7 @@ def test_tpu_copy_run_stop_against_fake_gcloud(tmp_path):
   result = launch("copy")
   assert result.returncode == 0, result.stderr
   code = home / "medssl-jax"
-  assert (code / "medssl_jax" / "main.py").is_file() and (code / "launch" / "tpu_pod.sh").is_file()
+  assert (code / "medssl_jax" / "cli" / "train.py").is_file() and (code / "launch" / "tpu_pod.sh").is_file()
   assert not (code / ".venv").exists() and not (home / "medssl-jax-code.tar.gz").exists()
 
   _write_executable(code / ".venv" / "bin" / "python", FAKE_PYTHON)
@@ -155,7 +155,7 @@ def test_tpu_copy_run_stop_against_fake_gcloud(tmp_path):
     result = launch("run", *TRAIN_ARGS)
     assert result.returncode == 0, result.stderr
     _wait_for(lambda: (home / "python.argv").exists())
-    assert _read_argv(home / "python.argv") == ["-m", "medssl_jax.main", "--coordinator_address=auto",
+    assert _read_argv(home / "python.argv") == ["-m", "medssl_jax.cli.train", "--coordinator_address=auto",
                                                 *TRAIN_ARGS]
     (pid_file,) = (code / "logs").glob("train-*.pid")
     pid = int(pid_file.read_text())
@@ -246,8 +246,8 @@ def test_sbatch_runs_training_args_through_srun(slurm_env, tmp_path):
                           env=slurm_env, timeout=30)
   assert result.returncode == 0, result.stderr
   argv = _read_argv(tmp_path / "srun.argv")
-  start = argv.index("medssl_jax.main") + 1
-  assert argv[start - 3:] == ["python", "-m", "medssl_jax.main", *TRAIN_ARGS]
+  start = argv.index("medssl_jax.cli.train") + 1
+  assert argv[start - 3:] == ["python", "-m", "medssl_jax.cli.train", *TRAIN_ARGS]
   assert "--cpus-per-task=8" in argv[:start - 3]
   assert "MEDSSL_MARK=kept" in (tmp_path / "srun.env").read_text().splitlines()
   assert not (tmp_path / "scontrol.argv").exists()  # finished: no requeue

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medssl_jax.data import catalog
 from medssl_jax.data import decode
 from medssl_jax.data import manifest
 from medssl_jax.data import sources
@@ -33,7 +34,7 @@ def index_rows(nih_dir):
 
 @pytest.fixture(scope="module")
 def nih(nih_dir):
-  return {split: sources.open_source("nih_cxr1000", split, data_dir=nih_dir)
+  return {split: manifest.open_nih_cxr1000(split, data_dir=nih_dir)
           for split in ("train", "val", "test")}
 
 
@@ -122,9 +123,9 @@ def test_resize_to_32(nih_dir, nih):
 
 def test_unknown_split_and_name(nih_dir):
   with pytest.raises(ValueError, match="known: train, val, test"):
-    sources.open_source("nih_cxr1000", "valid", data_dir=nih_dir)
+    manifest.open_nih_cxr1000("valid", data_dir=nih_dir)
   with pytest.raises(ValueError, match="nih_cxr1000") as info:
-    sources.open_source("nosuchset", "train")
+    catalog.open_source("nosuchset", "train")
   assert "pneumoniamnist" in str(info.value)
 
 
@@ -134,22 +135,22 @@ def test_data_dir_resolution_from_environment(nih_dir, shared_data, monkeypatch)
   monkeypatch.setenv(sources.DATA_DIR_ENV, str(shared_data))
   assert manifest.resolve_nih_cxr1000_dir() == nih_dir
   monkeypatch.setenv(manifest.NIH_CXR1000_DIR_ENV, str(nih_dir))
-  assert len(sources.open_source("nih_cxr1000", "val")) == 200
+  assert len(manifest.open_nih_cxr1000("val")) == 200
   assert manifest.resolve_nih_cxr1000_dir(shared_data) == nih_dir  # the parent works too
 
 
 def test_missing_directory_says_where_it_looked(tmp_path, monkeypatch):
   missing = tmp_path / "nowhere"
   with pytest.raises(FileNotFoundError) as info:
-    sources.open_source("nih_cxr1000", "train", data_dir=missing)
+    manifest.open_nih_cxr1000("train", data_dir=missing)
   message = str(info.value)
   assert str(missing / "index.csv") in message
   assert manifest.NIH_CXR1000_DIR_ENV in message and "--config.data.dir" in message
   with pytest.raises(FileNotFoundError, match=manifest.NIH_CXR1000_DIR_ENV):
-    sources.open_source("nih_cxr1000", "train")  # nothing set at all
+    manifest.open_nih_cxr1000("train")  # nothing set at all
   monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path / "medmnist"))
   with pytest.raises(FileNotFoundError, match="medmnist/nih_cxr1000/index.csv"):
-    sources.open_source("nih_cxr1000", "train")
+    manifest.open_nih_cxr1000("train")
 
 
 def test_small_manifest_of_real_files(tmp_path, nih_dir, index_rows):

@@ -14,9 +14,9 @@ import sys
 import jax
 import numpy as np
 
-from medssl_jax import checkpointing
-from medssl_jax import sharding
-from medssl_jax import train
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.model.width=0.0625", "--config.model.projector_hidden_dim=32",
@@ -51,14 +51,14 @@ def test_two_processes_match_one_process_and_resume_on_four_devices(tiny_config,
   tiny_config.num_steps, tiny_config.log_every, tiny_config.checkpoint_every = 4, 1, 2  # as TINY
   four_devices = sharding.create_mesh(jax.devices()[:4])
   one = tmp_path / "one"
-  train.train_and_evaluate(tiny_config, one, mesh=four_devices)
+  pretrain.run(tiny_config, one, mesh=four_devices)
   np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4)
 
   # The 2-process checkpoint of step 2 resumes in 1 process with 4 devices.
   resumed = tmp_path / "resumed"
   shutil.copytree(two, resumed)
   shutil.rmtree(resumed / "checkpoints" / "4")
-  train.train_and_evaluate(tiny_config, resumed, mesh=four_devices)
+  pretrain.run(tiny_config, resumed, mesh=four_devices)
   _, expected, _ = checkpointing.restore_variables(two, 4)
   _, actual, _ = checkpointing.restore_variables(resumed, 4)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), expected, actual)

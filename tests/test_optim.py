@@ -5,8 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from medssl_jax import defaults
-from medssl_jax import optim
+from medssl_jax.loop import defaults
+from medssl_jax.loop import optim
 
 
 def test_warmup_then_cosine():

@@ -10,14 +10,14 @@ import time
 import jax
 import numpy as np
 
-from medssl_jax import checkpointing
+from medssl_jax.loop import checkpointing
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _command(workdir, tiny_config):
   c = tiny_config
-  return [sys.executable, "-m", "medssl_jax.main", "--config=configs/simclr_pneumoniamnist.py",
+  return [sys.executable, "-m", "medssl_jax.cli.train", "--config=configs/simclr_pneumoniamnist.py",
           f"--workdir={workdir}", f"--config.data.dir={c.data.dir}", "--config.model.width=0.0625",
           "--config.model.projector_hidden_dim=32", "--config.model.projector_dim=16",
           "--config.batch_size=16", "--config.num_steps=40", "--config.log_every=1",

@@ -1,5 +1,5 @@
-"""Device prefetch (order and checkpointable state) and multi-process set-up from SLURM's
-environment with two real processes."""
+"""Device prefetch (order and checkpointable state, on the synthetic data set) and
+multi-process set-up from SLURM's environment with two real processes."""
 import os
 import random
 import socket
@@ -9,10 +9,10 @@ import textwrap
 
 import numpy as np
 
+import synthetic_data
 from conftest import REPO_ROOT
-from medssl_jax import sharding
-from medssl_jax import train
-from medssl_jax.data import sources
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 
 
 def _free_port(ports) -> int:
@@ -26,18 +26,17 @@ def _free_port(ports) -> int:
   raise RuntimeError("no free port")
 
 
-def _host_iterator(config, medmnist_dir):
-  source = sources.open_source("pneumoniamnist", "train", data_dir=str(medmnist_dir))
-  return train.make_data_iterator(config, source)
+def _host_iterator(config):
+  return pretrain.make_data_iterator(config, synthetic_data.SyntheticSource("train"))
 
 
-def test_prefetch_keeps_order_and_the_state_of_consumed_batches(tiny_config, medmnist_dir):
+def test_prefetch_keeps_order_and_the_state_of_consumed_batches(synthetic_config):
   mesh = sharding.create_mesh()
-  plain = _host_iterator(tiny_config, medmnist_dir)
-  prefetched = sharding.DevicePrefetch(_host_iterator(tiny_config, medmnist_dir), mesh, size=3,
-                                       transform=train.batch_arrays)
+  plain = _host_iterator(synthetic_config)
+  prefetched = sharding.DevicePrefetch(_host_iterator(synthetic_config), mesh, size=3,
+                                       transform=pretrain.batch_arrays)
   for _ in range(4):
-    expected = train.batch_arrays(next(plain))
+    expected = pretrain.batch_arrays(next(plain))
     batch = next(prefetched)
     assert batch["view1"].sharding == sharding.batch_sharding(mesh)
     np.testing.assert_array_equal(np.asarray(batch["view1"]), expected["view1"])
@@ -46,8 +45,8 @@ def test_prefetch_keeps_order_and_the_state_of_consumed_batches(tiny_config, med
 
   saved = prefetched.get_state()
   after_save = [np.asarray(next(prefetched)["view1"]) for _ in range(2)]
-  restored = sharding.DevicePrefetch(_host_iterator(tiny_config, medmnist_dir), mesh, size=3,
-                                     transform=train.batch_arrays)
+  restored = sharding.DevicePrefetch(_host_iterator(synthetic_config), mesh, size=3,
+                                     transform=pretrain.batch_arrays)
   restored.set_state(saved)
   for expected in after_save:
     np.testing.assert_array_equal(np.asarray(next(restored)["view1"]), expected)
@@ -61,7 +60,7 @@ def test_single_process_needs_no_set_up():
 _SLURM_PROCESS = textwrap.dedent("""
     import jax, numpy as np
     from jax.experimental import multihost_utils
-    from medssl_jax import sharding
+    from medssl_jax.loop import sharding
     import sys
     how = sharding.initialize_multiprocess()
     total = multihost_utils.process_allgather(np.array([jax.process_index() + 1])).sum()

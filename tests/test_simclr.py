@@ -3,9 +3,9 @@ import jax
 import numpy as np
 import pytest
 
-from medssl_jax import optim
-from medssl_jax import sharding
-from medssl_jax import train
+from medssl_jax.loop import optim
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
 from medssl_jax.methods import simclr
 
 
@@ -41,24 +41,24 @@ def test_nt_xent_prefers_aligned_pairs():
 
 
 def _one_step(config, mesh, images):
-  method = simclr
+  method = simclr.SimCLR()
   model = method.create_model(config)
   optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
-  state = train.create_train_state(config, model, method, optimizer, jax.random.key(0), images.shape[1:])
+  state = pretrain.create_train_state(config, model, method, optimizer, jax.random.key(0), images.shape[1:])
   state = jax.device_put(state, sharding.replicated(mesh))
-  step = train.jit_train_step(config, model, method, optimizer, mesh)
+  step = pretrain.jit_train_step(config, model, method, optimizer, mesh)
   batch = sharding.to_global({"view1": images}, mesh)
   new_state, metrics = step(state, batch, jax.random.key(1))
   return jax.device_get(new_state.params), jax.device_get(metrics)
 
 
-def test_one_device_and_eight_devices_agree(tiny_config):
+def test_one_device_and_eight_devices_agree(synthetic_config):
   """Same global batch on 1 and 8 devices: same loss (negatives and BatchNorm span the
   whole batch either way) and the same updated parameters."""
   assert jax.device_count() >= 8, "conftest must give 8 simulated devices"
   images = np.random.default_rng(0).integers(0, 256, size=(16, 28, 28, 1), dtype=np.uint8)
-  params1, metrics1 = _one_step(tiny_config, sharding.create_mesh(jax.devices()[:1]), images)
-  params8, metrics8 = _one_step(tiny_config, sharding.create_mesh(jax.devices()[:8]), images)
+  params1, metrics1 = _one_step(synthetic_config, sharding.create_mesh(jax.devices()[:1]), images)
+  params8, metrics8 = _one_step(synthetic_config, sharding.create_mesh(jax.devices()[:8]), images)
   np.testing.assert_allclose(metrics1["loss"], metrics8["loss"], rtol=1e-5)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                          params1, params8)

@@ -10,8 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from medssl_jax import configuration
-from medssl_jax import train
+from medssl_jax.loop import configuration
+from medssl_jax.loop import pretrain
 from medssl_jax.methods import simsiam
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_gradient_stops_at_the_projections():
 
 def _simsiam_config(config):
   config.method = "simsiam"
-  config.data.name = "bloodmnist"    # the recipe's RGB microscopy data and policy
+  config.data.channels = 3           # RGB images (the recipe's BloodMNIST) and its policy
   config.augment.policy = "microscopy"
   config.model.projector_layers = 3
   config.simsiam = ml_collections.ConfigDict(dict(predictor_hidden_dim=0))  # 0 -> dim / 4
@@ -70,13 +70,14 @@ def _saved_state(workdir, step):
   return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
 
 
-def test_training_on_bloodmnist_resumes_exactly(tiny_config, tmp_path):
-  """Real RGB data through the real loop: finite loss, the three modules, exact resume."""
-  config = _simsiam_config(tiny_config)
+def test_training_on_rgb_images_resumes_exactly(synthetic_config, tmp_path):
+  """Synthetic RGB data through the real loop: finite loss, the three modules, exact resume."""
+  config = _simsiam_config(synthetic_config)
   workdir = tmp_path / "run"
-  final = train.train_and_evaluate(config, workdir)
+  final = pretrain.run(config, workdir)
   params = jax.device_get(final.params)
   assert set(params) == {"backbone", "projector", "predictor"}
+  assert params["backbone"]["conv_init"]["kernel"].shape[2] == 3  # trained on RGB images
   assert params["predictor"]["Dense_0"]["kernel"].shape == (16, 4)  # bottleneck d/4
   assert "BatchNorm_2" in final.batch_stats["projector"], "projector output has no BatchNorm"
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +87,7 @@ def test_training_on_bloodmnist_resumes_exactly(tiny_config, tmp_path):
   uninterrupted = _saved_state(workdir, 4)
 
   shutil.rmtree(workdir / "checkpoints" / "4")  # preempted right after the step-2 checkpoint
-  train.train_and_evaluate(config, workdir)
+  pretrain.run(config, workdir)
   resumed = dict(jax.tree_util.tree_leaves_with_path(_saved_state(workdir, 4)))
   leaves = jax.tree_util.tree_leaves_with_path(uninterrupted)
   assert len(leaves) == len(resumed) > 10

@@ -6,7 +6,9 @@ import grain
 import numpy as np
 import pytest
 
+from medssl_jax.data import catalog
 from medssl_jax.data import sources
+from medssl_jax.data import splits
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +22,13 @@ def _isolated_env(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def pneumonia(medmnist_dir):
   return {split: sources.MedMNISTSource("pneumoniamnist", split, data_dir=medmnist_dir)
-          for split in sources.SPLITS}
+          for split in splits.SPLITS}
 
 
 def _write_medmnist(path, images, labels):
   """Writes an .npz in the official layout: the same arrays for each split."""
   arrays = {}
-  for split in sources.SPLITS:
+  for split in splits.SPLITS:
     arrays[f"{split}_images"] = images
     arrays[f"{split}_labels"] = labels
   np.savez_compressed(path, **arrays)
@@ -47,7 +49,7 @@ def test_pneumonia_splits_and_arrays(pneumonia):
 
 
 def test_bloodmnist_is_rgb_with_eight_classes(medmnist_dir):
-  src = sources.open_source("bloodmnist", "test", data_dir=medmnist_dir)
+  src = catalog.open_source("bloodmnist", "test", data_dir=medmnist_dir)
   assert len(src) == 3421
   assert src.image_shape == (28, 28, 3)
   assert src.num_classes == 8 and len(src.class_names) == 8
@@ -84,7 +86,7 @@ def test_bad_split(medmnist_dir):
 
 
 @pytest.mark.parametrize("opener", [
-    lambda: sources.open_source("nosuchmnist", "train"),
+    lambda: catalog.open_source("nosuchmnist", "train"),
     lambda: sources.MedMNISTSource("nosuchmnist", "train"),
     lambda: sources.resolve_medmnist_file("nosuchmnist", None, None),
 ])
@@ -174,7 +176,7 @@ def test_multi_label_layout(tmp_path):
   labels = rng.integers(0, 2, size=(5, 14), dtype=np.uint8)
   _write_medmnist(tmp_path / "chestmnist.npz",
                   rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8), labels)
-  src = sources.open_source("chestmnist", "val", data_dir=tmp_path)
+  src = catalog.open_source("chestmnist", "val", data_dir=tmp_path)
   assert src.multi_label and src.num_classes == 14
   assert src.labels.shape == (5, 14) and src.labels.dtype == np.int32
   np.testing.assert_array_equal(src.labels, labels)

@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from medssl_jax import train
+from medssl_jax.loop import pretrain
 from medssl_jax.data import splits
 
 
@@ -63,5 +63,5 @@ def test_training_refuses_the_leaky_split_before_writing(tiny_config, shared_dat
   tiny_config.data.dir = str(shared_data / "nih_cxr1000")
   workdir = tmp_path / "run"
   with pytest.raises(splits.LeakySplitError, match="30 patients have images in more than one split"):
-    train.train_and_evaluate(tiny_config, workdir)
+    pretrain.run(tiny_config, workdir)
   assert not workdir.exists() or not any(workdir.iterdir())

@@ -9,8 +9,8 @@ import torch
 from safetensors.numpy import save_file
 
 from conftest import REPO_ROOT
-from medssl_jax import torch_weights
-from medssl_jax import train
+from medssl_jax.weights import torch_weights
+from medssl_jax.loop import pretrain
 from medssl_jax.models import resnet
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -103,7 +103,7 @@ def test_pretraining_starts_from_converted_weights(tiny_config, tmp_path):
   tiny_config.augment.size = 32
   tiny_config.num_steps = 0
   tiny_config.init_from = str(path)
-  state = train.train_and_evaluate(tiny_config, tmp_path / "run")
+  state = pretrain.run(tiny_config, tmp_path / "run")
 
   expected = torch_weights.resnet_variables(torch_weights.read_state_dict(path), "resnet18", in_channels=1)
   jax.tree_util.tree_map(np.testing.assert_array_equal, expected["params"],
@@ -121,5 +121,5 @@ def test_torch_weights_need_the_full_width_resnet(tiny_config, tmp_path):
   save_weights(random_torch_resnet("resnet18"), path)
   tiny_config.init_from = str(path)  # tiny_config has width 1/16 and the small stem
   with pytest.raises(ValueError, match="model.width=1 and model.small_stem=False"):
-    train.train_and_evaluate(tiny_config, tmp_path / "run")
+    pretrain.run(tiny_config, tmp_path / "run")
   assert not (tmp_path / "run").exists()

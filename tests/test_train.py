@@ -1,12 +1,14 @@
-"""Training resumes exactly: a run interrupted after step k ends bitwise equal to one that was not."""
+"""Training resumes exactly: a run interrupted after step k ends bitwise equal to one that was not.
+
+The loop's mechanics, on the synthetic in-memory data set (tests/synthetic_data.py)."""
 import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from medssl_jax import checkpointing
-from medssl_jax import train
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import pretrain
 
 
 def _saved_state(workdir, step):
@@ -20,16 +22,16 @@ def _data_state(workdir, step):
   return [f.read_text() for f in files]
 
 
-def test_resume_after_interruption_is_bitwise_exact(tiny_config, tmp_path):
+def test_resume_after_interruption_is_bitwise_exact(synthetic_config, tmp_path):
   workdir = tmp_path / "run"
-  final = train.train_and_evaluate(tiny_config, workdir)
+  final = pretrain.run(synthetic_config, workdir)
   assert int(final.step) == 6
   uninterrupted = _saved_state(workdir, 6)
   uninterrupted_data = _data_state(workdir, 6)
 
   # Simulate a preemption right after the step-3 checkpoint: everything later is lost.
   shutil.rmtree(workdir / "checkpoints" / "6")
-  resumed_final = train.train_and_evaluate(tiny_config, workdir)
+  resumed_final = pretrain.run(synthetic_config, workdir)
   assert int(resumed_final.step) == 6
   resumed = _saved_state(workdir, 6)
 
@@ -42,12 +44,12 @@ def test_resume_after_interruption_is_bitwise_exact(tiny_config, tmp_path):
   assert _data_state(workdir, 6) == uninterrupted_data
 
 
-def test_training_writes_metrics_and_loss_is_finite(tiny_config, tmp_path):
+def test_training_writes_metrics_and_loss_is_finite(synthetic_config, tmp_path):
   import json  # pylint: disable=g-import-not-at-top
-  tiny_config.num_steps = 3
-  train.train_and_evaluate(tiny_config, tmp_path)
+  synthetic_config.num_steps = 3
+  pretrain.run(synthetic_config, tmp_path)
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines] == [3]
   assert np.isfinite(lines[0]["loss"]) and lines[0]["loss"] > 0
   assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
-  assert checkpointing.load_config(tmp_path).model.width == tiny_config.model.width
+  assert checkpointing.load_config(tmp_path).model.width == synthetic_config.model.width

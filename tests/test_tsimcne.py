@@ -1,11 +1,12 @@
-"""t-SimCNE: the Cauchy InfoNCE against NumPy, and its three stages through the real loop."""
+"""t-SimCNE: the Cauchy InfoNCE against NumPy, its three stages through the real loop (on the
+synthetic data set), and the learned 2-D map of real BreastMNIST through the evaluation binary."""
 import jax
 import numpy as np
 import pytest
 
-from medssl_jax import checkpointing
-from medssl_jax import train
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import pretrain
 from medssl_jax.methods import tsimcne
 
 
@@ -29,20 +30,20 @@ def test_cauchy_info_nce_matches_numpy(n, d):
   np.testing.assert_allclose(float(loss), cauchy_info_nce_numpy(z1, z2), rtol=1e-5)
 
 
-def test_three_stages_freeze_and_replace_the_output_layer(tiny_config, tmp_path):
+def test_three_stages_freeze_and_replace_the_output_layer(synthetic_config, tmp_path):
   """Stage 2 starts from stage 1 with a new 2-D output layer and changes only that layer."""
-  tiny_config.method = "tsimcne"
-  tiny_config.num_steps = 2
-  tiny_config.model.projector_dim = 16
+  synthetic_config.method = "tsimcne"
+  synthetic_config.num_steps = 2
+  synthetic_config.model.projector_dim = 16
   stage1 = tmp_path / "stage1"
-  train.train_and_evaluate(tiny_config, stage1)
+  pretrain.run(synthetic_config, stage1)
 
-  tiny_config.model.projector_dim = 2
-  tiny_config.init_from = str(stage1)
-  tiny_config.init.modules = ("backbone", "projector")
-  tiny_config.optim.trainable = "projector/Dense_1/.*"
+  synthetic_config.model.projector_dim = 2
+  synthetic_config.init_from = str(stage1)
+  synthetic_config.init.modules = ("backbone", "projector")
+  synthetic_config.optim.trainable = "projector/Dense_1/.*"
   stage2 = tmp_path / "stage2"
-  train.train_and_evaluate(tiny_config, stage2)
+  pretrain.run(synthetic_config, stage2)
 
   _, before, _ = checkpointing.restore_variables(stage1)
   _, after, _ = checkpointing.restore_variables(stage2)
@@ -52,28 +53,28 @@ def test_three_stages_freeze_and_replace_the_output_layer(tiny_config, tmp_path)
   for old, new in frozen:
     jax.tree_util.tree_map(np.testing.assert_array_equal, old, new)
 
-  tiny_config.init_from = str(stage2)
-  tiny_config.optim.trainable = ""
+  synthetic_config.init_from = str(stage2)
+  synthetic_config.optim.trainable = ""
   stage3 = tmp_path / "stage3"
-  train.train_and_evaluate(tiny_config, stage3)
+  pretrain.run(synthetic_config, stage3)
   _, final, _ = checkpointing.restore_variables(stage3)
   assert not np.array_equal(final["params"]["backbone"]["conv_init"]["kernel"],
                             after["params"]["backbone"]["conv_init"]["kernel"])
 
 
 def test_learned_2d_map_through_the_evaluation_binary(tiny_config, tmp_path):
-  from medssl_jax import configuration  # pylint: disable=g-import-not-at-top
-  from medssl_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from medssl_jax.loop import configuration  # pylint: disable=g-import-not-at-top
+  from medssl_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
   tiny_config.method, tiny_config.num_steps, tiny_config.model.projector_dim = "tsimcne", 1, 2
   tiny_config.data.name = "breastmnist"  # 780 images: a quick full map
-  train.train_and_evaluate(tiny_config, tmp_path / "run")
+  pretrain.run(tiny_config, tmp_path / "run")
   config = configuration.load_config_file("configs/eval/embedding_2d.py")
   config.pretrain_workdir = str(tmp_path / "run")
-  result = evaluate.evaluate(config, tmp_path / "eval")["embedding_2d"]
+  result = runner.evaluate(config, tmp_path / "eval")["embedding_2d"]
   assert result["kind"] == "learned"
   saved = np.load(tmp_path / "eval" / "embedding_2d.npz")
   assert saved["points"].shape == (780, 2)
-  expected = np.concatenate([sources.open_source("breastmnist", split, tiny_config.data.dir).labels
+  expected = np.concatenate([catalog.open_source("breastmnist", split, tiny_config.data.dir).labels
                              for split in ("train", "val", "test")])
   np.testing.assert_array_equal(saved["labels"], expected)
   assert (tmp_path / "eval" / "embedding_2d.png").stat().st_size > 10_000

@@ -3,7 +3,7 @@
 For t-SimCNE runs (model.projector_dim == 2) the map is the network's own 2-D output; for
 any other run it is t-SNE of the frozen backbone features (a seeded subsample per split).
 Command:
-  python -m medssl_jax.evaluate --config=configs/eval/embedding_2d.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/embedding_2d.py \
       --config.pretrain_workdir=runs/tsimcne_blood/stage3 --workdir=runs/tsimcne_blood/eval
 Writes OUT/embedding_2d.npz (points, labels, split), OUT/embedding_2d.png and the kNN
 accuracy (train points -> test points) and test silhouette score in OUT/results.json.

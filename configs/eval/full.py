@@ -2,7 +2,7 @@
 supervised baseline), label fractions (1/10/100%, 3 seeds), the 2-D map, and the baselines.
 
 Command:
-  python -m medssl_jax.evaluate --config=configs/eval/full.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/full.py \
       --config.pretrain_workdir=runs/simclr_pneumonia --workdir=runs/simclr_pneumonia/eval_full
 
 Add a transfer test with --config.evaluations=... plus transfer.data.* and transfer.label_map

@@ -2,7 +2,7 @@
 init and raw pixels. Every key of every evaluation is here, so any can be set on the command line.
 
 Command:
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/simclr_pneumonia --workdir=runs/simclr_pneumonia/eval
 
 Needs: a pretraining workdir (any method) and its data set (same data.dir rules as training).
@@ -13,7 +13,7 @@ configs/eval/full.py for all of them.
 """
 import ml_collections
 
-from medssl_jax import defaults
+from medssl_jax.loop import defaults
 
 
 def get_config():

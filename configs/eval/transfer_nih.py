@@ -3,7 +3,7 @@ the NIH chest X-rays of nih_cxr1000 (normal -> normal, abnormal -> pneumonia), n
 linear probe on PneumoniaMNIST itself.
 
 Command:
-  python -m medssl_jax.evaluate --config=configs/eval/transfer_nih.py \
+  python -m medssl_jax.cli.evaluate --config=configs/eval/transfer_nih.py \
       --config.pretrain_workdir=runs/simclr_pneumonia \
       --config.transfer.data.dir=../shared/data/nih_cxr1000 --workdir=runs/simclr_pneumonia/eval_nih
 

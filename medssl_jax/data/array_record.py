@@ -41,6 +41,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from array_record.python import array_record_module
 
+from medssl_jax import errors
 from medssl_jax.data import in_memory
 
 FORMAT = "medssl_jax.array_record"
@@ -61,7 +62,7 @@ _SPLIT_NAME = re.compile(r"[A-Za-z0-9_.]+")
 _READ_CHUNK = 256  # records per sequential read while verifying; bounds memory for big images
 
 
-class VerificationError(ValueError):
+class VerificationError(errors.UserError):
   """Shards whose records differ from what was converted (corrupt, truncated or swapped)."""
 
 
@@ -109,8 +110,8 @@ class RecordCodec:
   def decode(self, data: bytes) -> dict[str, np.ndarray]:
     """The record; its image is a read-only view of `data` (no copy)."""
     if len(data) != self.size or data[:4] != _MAGIC:
-      raise ValueError(f"not a record of this conversion: {len(data)} bytes starting "
-                       f"{bytes(data[:4])!r}; expected {self.size} bytes starting {_MAGIC!r}")
+      raise errors.UserError(f"not a record of this conversion: {len(data)} bytes starting "
+                             f"{bytes(data[:4])!r}; expected {self.size} bytes starting {_MAGIC!r}")
     _, index, group = _HEADER.unpack_from(data)
     if self.label_shape:
       label = np.frombuffer(data, _LABEL_DTYPE, self._num_labels, _HEADER.size)
@@ -149,7 +150,7 @@ def _plan(source_by_split: Mapping[str, Any], records_per_shard: int | None,
           writer_options: str) -> dict:
   """metadata.json's content for these sources (with "complete": False)."""
   if not source_by_split:
-    raise ValueError("source_by_split is empty: nothing to convert")
+    raise errors.UserError("source_by_split is empty: nothing to convert")
   (first_split, first), *_ = source_by_split.items()
   meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **_describe(first),
           "writer_options": writer_options}
@@ -157,18 +158,18 @@ def _plan(source_by_split: Mapping[str, Any], records_per_shard: int | None,
   if records_per_shard is None:
     records_per_shard = max(1, TARGET_SHARD_BYTES // RecordCodec(image_shape, label_shape).size)
   if records_per_shard < 1:
-    raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
+    raise errors.UserError(f"records_per_shard must be >= 1, got {records_per_shard}")
   meta["records_per_shard"] = int(records_per_shard)
   meta["splits"] = {}
   for split, source in source_by_split.items():
     if not _SPLIT_NAME.fullmatch(split):
-      raise ValueError(f"split name {split!r} must match {_SPLIT_NAME.pattern} (file names)")
+      raise errors.UserError(f"split name {split!r} must match {_SPLIT_NAME.pattern} (file names)")
     for key, value in _describe(source).items():
       if value != meta[key]:
-        raise ValueError(f"split {split!r} has {key}={value!r} but split {first_split!r} has "
-                         f"{meta[key]!r}; the splits of one conversion must agree")
+        raise errors.UserError(f"split {split!r} has {key}={value!r} but split {first_split!r} has "
+                               f"{meta[key]!r}; the splits of one conversion must agree")
     if not len(source):
-      raise ValueError(f"split {split!r} has no records")
+      raise errors.UserError(f"split {split!r} has no records")
     meta["splits"][split] = {
         "num_records": len(source), "meta": _meta_npz(split),
         "has_group_names": getattr(source, "group_names", None) is not None,
@@ -183,19 +184,19 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict:
   if not directory.is_dir():
     parent = directory.parent
     near = sorted(p.name for p in parent.iterdir())[:20] if parent.is_dir() else []
-    raise FileNotFoundError(f"ArrayRecord directory {directory} does not exist"
-                            + (f"; {parent} has: {', '.join(near)}" if near else ""))
+    raise errors.UserFileNotFoundError(f"ArrayRecord directory {directory} does not exist"
+                                       + (f"; {parent} has: {', '.join(near)}" if near else ""))
   path = directory / METADATA
   if not path.is_file():
     found = sorted(p.name for p in directory.iterdir())[:20]
-    raise FileNotFoundError(f"{path} does not exist, so {directory} holds no conversion "
-                            f"(it has: {', '.join(found) or 'nothing'}); "
-                            f"create one with array_record.convert")
+    raise errors.UserFileNotFoundError(f"{path} does not exist, so {directory} holds no conversion "
+                                       f"(it has: {', '.join(found) or 'nothing'}); "
+                                       f"create one with array_record.convert")
   meta = json.loads(path.read_text())
   if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{path} is format {meta.get('format')!r} version "
-                     f"{meta.get('format_version')!r}; this code reads {FORMAT!r} version "
-                     f"{FORMAT_VERSION}")
+    raise errors.UserError(f"{path} is format {meta.get('format')!r} version "
+                           f"{meta.get('format_version')!r}; this code reads {FORMAT!r} version "
+                           f"{FORMAT_VERSION}")
   return meta
 
 
@@ -220,14 +221,14 @@ def _claim(directory: pathlib.Path, plan: dict) -> None:
     if differ:
       detail = "; ".join(f"{k}: {_short(there.get(k))} there, {_short(plan.get(k))} now"
                          for k in differ)
-      raise ValueError(f"{directory} holds a different conversion ({detail}). Delete it or "
-                       f"choose another output directory.")
+      raise errors.UserError(f"{directory} holds a different conversion ({detail}). Delete it or "
+                             f"choose another output directory.")
   else:
     found = sorted(p.name for p in directory.iterdir())
     if found:
-      raise ValueError(f"{directory} is not empty and holds no conversion (no {METADATA}): "
-                       f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}. "
-                       f"Choose an empty or new directory.")
+      raise errors.UserError(f"{directory} is not empty and holds no conversion (no {METADATA}): "
+                             f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}. "
+                             f"Choose an empty or new directory.")
     _write_metadata(directory, plan)  # marks the directory as ours before any shard
   for split in plan["splits"].values():  # temp files of an interrupted run
     for name in split["shards"] + [split["meta"]]:
@@ -419,8 +420,8 @@ def verify(directory: str | os.PathLike[str], splits: Iterable[str] | None = Non
 
 def _split_info(meta: dict, split: str, directory: pathlib.Path) -> dict:
   if split not in meta["splits"]:
-    raise ValueError(f"{directory} has no split {split!r}; it has: "
-                     f"{', '.join(meta['splits'])}")
+    raise errors.UserError(f"{directory} has no split {split!r}; it has: "
+                           f"{', '.join(meta['splits'])}")
   return meta["splits"][split]
 
 
@@ -444,11 +445,11 @@ class ArrayRecordSource:
     self.metadata = meta = read_metadata(self.directory)
     info = _split_info(meta, split, self.directory)
     if not meta["complete"]:
-      raise ValueError(f"the conversion in {self.directory} is incomplete (interrupted?); "
-                       f"rerun convert with the same sources to finish it")
+      raise errors.UserError(f"the conversion in {self.directory} is incomplete (interrupted?); "
+                             f"rerun convert with the same sources to finish it")
     missing = [s for s in info["shards"] + [info["meta"]] if not (self.directory / s).is_file()]
     if missing:
-      raise FileNotFoundError(f"{self.directory} lacks {', '.join(missing)} of split {split!r}")
+      raise errors.UserFileNotFoundError(f"{self.directory} lacks {', '.join(missing)} of split {split!r}")
     self.name = meta["name"]
     self.num_classes = meta["num_classes"]
     self.class_names = tuple(meta["class_names"])

@@ -7,6 +7,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from medssl_jax import errors
+
 RESIZE_MODES = ("crop", "pad")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -27,14 +29,14 @@ def decode_image(path: str | os.PathLike[str], image_size: int | None = None,
   """
   listed = f" (listed in {csv_path})" if csv_path else ""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"image {path}{listed} does not exist")
+    raise errors.UserFileNotFoundError(f"image {path}{listed} does not exist")
   try:
     image = _read_8bit(path).convert(_MODES[channels])
     if image_size:
       image = (_resize_center_crop if resize == "crop" else _resize_pad)(image, image_size)
     array = np.asarray(image, np.uint8)
   except _DECODE_ERRORS as e:
-    raise ValueError(f"cannot decode image {path}{listed}: {type(e).__name__}: {e}") from e
+    raise errors.UserError(f"cannot decode image {path}{listed}: {type(e).__name__}: {e}") from e
   return array.reshape(array.shape[:2] + (channels,))
 
 

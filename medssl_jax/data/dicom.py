@@ -36,6 +36,8 @@ import pydicom
 from pydicom import errors as pydicom_errors
 from pydicom import pixels
 
+from medssl_jax import errors
+
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # pydicom returns these as RGB (raw=False converts YCbCr; JPEG 2000 decoders undo ICT/RCT).
 _COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
@@ -47,7 +49,7 @@ _PIXEL_ERRORS = (AttributeError, EOFError, KeyError, NotImplementedError, OSErro
                  RuntimeError, TypeError, ValueError)
 
 
-class DicomError(ValueError):
+class DicomError(errors.UserError):
   """A DICOM file that cannot be read or is not supported; the message names the path."""
 
 
@@ -62,7 +64,7 @@ def read_dicom(path: str | os.PathLike[str]) -> np.ndarray:
       unsupported photometric interpretation.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"DICOM file {path} does not exist")
+    raise errors.UserFileNotFoundError(f"DICOM file {path} does not exist")
   ds = _read_header(path)
   missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation") if k not in ds]
   if missing:

@@ -18,12 +18,14 @@ import time
 import urllib.error
 import urllib.request
 
+from medssl_jax import errors
+
 DATA_DIR_ENV = "MEDSSL_DATA_DIR"
 _CHUNK = 1 << 20
 _USER_AGENT = "medssl-jax"
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(errors.UserError, RuntimeError):
   """A data file could neither be found locally nor downloaded and verified."""
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medssl_jax import errors
 from medssl_jax.data import table as table_lib
 
 # The 14 observations in the column order of CheXpert's train.csv / valid.csv; MIMIC-CXR's
@@ -106,8 +107,8 @@ def _chexpert_root(root: pathlib.Path) -> pathlib.Path:
   for child in ("CheXpert-v1.0-small", "CheXpert-v1.0"):
     if (root / child / "train.csv").is_file():
       return root / child
-  raise FileNotFoundError(f"CheXpert: no train.csv in {root} (nor in its CheXpert-v1.0-small/ "
-                          f"or CheXpert-v1.0/); give the folder that holds train.csv")
+  raise errors.UserFileNotFoundError(f"CheXpert: no train.csv in {root} (nor in its CheXpert-v1.0-small/ "
+                                     f"or CheXpert-v1.0/); give the folder that holds train.csv")
 
 
 def _chexpert_parts(path: str, csv_path: pathlib.Path) -> tuple[str, ...]:
@@ -116,7 +117,7 @@ def _chexpert_parts(path: str, csv_path: pathlib.Path) -> tuple[str, ...]:
   if parts and parts[0] not in ("train", "valid", "test"):
     parts = parts[1:]  # the release's folder name, e.g. "CheXpert-v1.0-small"
   if len(parts) < 4:
-    raise ValueError(f"{csv_path}: Path {path!r} is not <split>/<patient>/<study>/<file>")
+    raise errors.UserError(f"{csv_path}: Path {path!r} is not <split>/<patient>/<study>/<file>")
   return parts
 
 
@@ -174,8 +175,8 @@ def _mimic_file(root: pathlib.Path, kind: str, required: bool = True) -> pathlib
     if (root / name).is_file():
       return root / name
   if required:
-    raise FileNotFoundError(f"MIMIC-CXR: no mimic-cxr-2.0.0-{kind}.csv(.gz) in {root}; give "
-                            f"the MIMIC-CXR-JPG folder that holds the CSVs and files/")
+    raise errors.UserFileNotFoundError(f"MIMIC-CXR: no mimic-cxr-2.0.0-{kind}.csv(.gz) in {root}; give "
+                                       f"the MIMIC-CXR-JPG folder that holds the CSVs and files/")
   return None
 
 
@@ -212,7 +213,7 @@ def nih14_table(root: PathLike) -> table_lib.Table:
   csv_path = next((root / n for n in ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
                    if (root / n).is_file()), None)
   if csv_path is None:
-    raise FileNotFoundError(f"NIH ChestX-ray14: no Data_Entry_2017.csv in {root}")
+    raise errors.UserFileNotFoundError(f"NIH ChestX-ray14: no Data_Entry_2017.csv in {root}")
   rows = table_lib.read_csv_rows(csv_path, ("Image Index", "Finding Labels", "Patient ID"))
   names = [row["Image Index"].strip() for row in rows]
   found = _find_files(root, set(names))
@@ -235,8 +236,8 @@ def _nih14_labels(rows, csv_path: pathlib.Path) -> np.ndarray:
       if finding == NIH14_NO_FINDING:
         continue
       if finding not in column:
-        raise ValueError(f"{csv_path} line {i + 2}: unknown finding {finding!r} in Finding "
-                         f"Labels; known: {', '.join(NIH14_LABELS)}, {NIH14_NO_FINDING}")
+        raise errors.UserError(f"{csv_path} line {i + 2}: unknown finding {finding!r} in Finding "
+                               f"Labels; known: {', '.join(NIH14_LABELS)}, {NIH14_NO_FINDING}")
       labels[i, column[finding]] = 1
   return labels
 
@@ -247,8 +248,8 @@ def _nih14_splits(root: pathlib.Path, names: Sequence[str]) -> np.ndarray:
     if (root / filename).is_file():
       for name in (root / filename).read_text().split():
         if split_of.setdefault(name, split) != split:
-          raise ValueError(f"NIH ChestX-ray14: {name} is in both train_val_list.txt and "
-                           f"test_list.txt")
+          raise errors.UserError(f"NIH ChestX-ray14: {name} is in both train_val_list.txt and "
+                                 f"test_list.txt")
   if not split_of:
     logging.warning("NIH ChestX-ray14: no train_val_list.txt or test_list.txt in %s; the "
                     "table has no splits (draw them by patient)", root)
@@ -295,7 +296,7 @@ def vindr_cxr_table(root: PathLike) -> table_lib.Table:
                      if p.is_file()), None)
     if csv_path is None:
       if split == "train":
-        raise FileNotFoundError(f"VinDr-CXR: no {filename} in {root}/annotations or {root}")
+        raise errors.UserFileNotFoundError(f"VinDr-CXR: no {filename} in {root}/annotations or {root}")
       logging.warning("VinDr-CXR: no %s in %s; the table has no test split", filename, root)
       continue
     rows = [{_VINDR_ALIASES.get(k, k): v for k, v in row.items()}

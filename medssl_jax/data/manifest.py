@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medssl_jax import errors
 from medssl_jax.data import decode
 from medssl_jax.data import download
 from medssl_jax.data import in_memory
@@ -40,7 +41,7 @@ _PROGRESS_EVERY_S = 10.0  # seconds between progress lines while decoding
 _MAX_THREADS = 16
 
 
-class BadImageFilesError(ValueError):
+class BadImageFilesError(errors.UserError):
   """Image files that cannot be read; `bad` lists each (path, reason)."""
 
   def __init__(self, message: str, bad: Sequence[tuple[str, str]]):
@@ -102,7 +103,7 @@ class TableSource(in_memory.InMemoryRecords):
     rows = np.arange(len(table)) if rows is None else table_lib.row_indices(rows, len(table))
     where = table.name + (f" ({split})" if split else "")
     if not len(rows):
-      raise ValueError(f"{where} lists no images")
+      raise errors.UserError(f"{where} lists no images")
     self.name, self.split = table.name, split
     self.class_names, self.multi_label = table.class_names, table.multi_label
     self.num_classes, self.has_groups = table.num_classes, table.has_groups
@@ -137,7 +138,7 @@ class TableSource(in_memory.InMemoryRecords):
 
 def _check_choice(what: str, value, choices) -> None:
   if value not in choices:
-    raise ValueError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    raise errors.UserError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def _decode_files(paths: Sequence[str], image_size, resize, channels, where, bad_files,
@@ -165,7 +166,7 @@ def _decode_files(paths: Sequence[str], image_size, resize, channels, where, bad
           images = np.empty((len(paths),) + image.shape, np.uint8)
           first = paths[i]
         elif image.shape != images.shape[1:]:
-          raise ValueError(
+          raise errors.UserError(
               f"{paths[i]} is {image.shape[1]}x{image.shape[0]} but {first} is "
               f"{images.shape[2]}x{images.shape[1]}; images of a manifest must share one "
               f"size: set image_size to resize them all")
@@ -240,7 +241,7 @@ class CSVManifestSource(TableSource):
                resize: str = "crop", bad_files: str = "stop"):
     _check_choice("channels", channels, decode.CHANNELS)
     if (split is None) != (split_column is None):
-      raise ValueError("give both split and split_column, or neither")
+      raise errors.UserError("give both split and split_column, or neither")
     self.csv_path = pathlib.Path(csv_path)
     self.root = pathlib.Path(root) if root is not None else self.csv_path.parent
     rows = table_lib.read_csv_rows(self.csv_path, [path_column, split_column, label_column,
@@ -265,8 +266,8 @@ def _split_rows(rows, split_column, split, csv_path) -> np.ndarray | None:
   keep = np.array([i for i, row in enumerate(rows) if row[split_column] == split], np.int64)
   if not len(keep):
     present = sorted({row[split_column] for row in rows})
-    raise ValueError(f"{csv_path} has no rows with {split_column}={split!r}; "
-                     f"its values are {', '.join(present)}")
+    raise errors.UserError(f"{csv_path} has no rows with {split_column}={split!r}; "
+                           f"its values are {', '.join(present)}")
   return keep
 
 
@@ -290,7 +291,7 @@ def resolve_nih_cxr1000_dir(data_dir: str | os.PathLike[str] | None = None) -> p
     if (candidate.expanduser() / "index.csv").is_file():
       return candidate.expanduser()
   looked = ", ".join(str(c / "index.csv") for c in candidates) or "nowhere (nothing set)"
-  raise FileNotFoundError(
+  raise errors.UserFileNotFoundError(
       f"{NIH_CXR1000} not found: looked for {looked}. It is not downloaded; point at the "
       f"directory holding its index.csv with --config.data.dir=DIR or "
       f"${NIH_CXR1000_DIR_ENV}=DIR (or put it at ${download.DATA_DIR_ENV}/{NIH_CXR1000}).")
@@ -309,7 +310,7 @@ def open_nih_cxr1000(split: str, data_dir: str | os.PathLike[str] | None = None,
                      image_size: int | None = None) -> CSVManifestSource:
   """One split ("train", "val", "test") of nih_cxr1000; groups are patients."""
   if split not in NIH_CXR1000_SPLITS:
-    raise ValueError(f"unknown split {split!r}; known: {', '.join(NIH_CXR1000_SPLITS)}")
+    raise errors.UserError(f"unknown split {split!r}; known: {', '.join(NIH_CXR1000_SPLITS)}")
   root = resolve_nih_cxr1000_dir(data_dir)
   source = CSVManifestSource(
       root / "index.csv", root, split=NIH_CXR1000_SPLITS[split], split_column="split",

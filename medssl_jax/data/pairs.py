@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medssl_jax import errors
+
 
 class SameImage:
   """Both views come from the same image: the record carries it once, as `view1`."""
@@ -66,5 +68,5 @@ PAIRINGS = {"same_image": SameImage, "patient": PatientPairs}
 
 def create_pairing(name: str, source):
   if name not in PAIRINGS:
-    raise ValueError(f"unknown data.pairing {name!r}; known: {sorted(PAIRINGS)}")
+    raise errors.UserError(f"unknown data.pairing {name!r}; known: {sorted(PAIRINGS)}")
   return PAIRINGS[name](source)

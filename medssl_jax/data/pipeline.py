@@ -16,6 +16,8 @@ import sys
 import grain
 import numpy as np
 
+from medssl_jax import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class GlobalPosition:
@@ -53,7 +55,7 @@ def shuffled_stream(num_examples: int, seed: int) -> grain.MapDataset:
 def pretraining_dataset(pairing, num_examples: int, *, global_batch: int, seed: int,
                         process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
   if global_batch % process_count:
-    raise ValueError(f"batch_size={global_batch} must be divisible by the {process_count} processes")
+    raise errors.UserError(f"batch_size={global_batch} must be divisible by the {process_count} processes")
   local_batch = global_batch // process_count
   stream = shuffled_stream(num_examples, seed)
   to_global = GlobalPosition(local_batch, global_batch, process_index)

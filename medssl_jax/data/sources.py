@@ -5,10 +5,8 @@ dicts {"image": uint8 (H, W, C), "label": int32 scalar, or (L,) of 1/0/-1 (unkno
 multi-label data, "group": int64, "index": int64}. The group is the patient, study or lesion an image belongs to; pairs.py
 draws two images of one group for MICLe. Sources hold no model or augmentation logic.
 
-This file holds MedMNIST (2-D, 28 px) and open_source(), which maps a MedMNIST or
-nih_cxr1000 name to its source. Training and evaluation open data through
-catalog.open_data(config.data, split), which also covers CSV manifests, the clinical
-layouts and ArrayRecord shards, and checks patient splits for leakage.
+This file holds MedMNIST (2-D, 28 px). Training, evaluation, conversion and preview open
+every data set through the registry in catalog.py (`catalog.open_data(config.data, split)`).
 """
 from __future__ import annotations
 
@@ -21,14 +19,14 @@ import zlib
 
 import numpy as np
 
+from medssl_jax import errors
 from medssl_jax.data import download
 from medssl_jax.data import in_memory
-from medssl_jax.data import manifest
+from medssl_jax.data import splits
 
 DATA_DIR_ENV = download.DATA_DIR_ENV
 MEDMNIST_URL_ENV = "MEDSSL_MEDMNIST_URL"
 MEDMNIST_URL = "https://zenodo.org/records/10519652/files/{name}.npz?download=1"
-SPLITS = ("train", "val", "test")
 TASKS = ("binary-class", "multi-class", "multi-label")
 
 
@@ -119,7 +117,7 @@ def default_cache_dir() -> pathlib.Path:
 
 def medmnist_info(name: str) -> MedMNISTInfo:
   if name not in MEDMNIST_INFO:
-    raise ValueError(f"unknown MedMNIST data set {name!r}; known: {', '.join(known_sources())}")
+    raise errors.UserError(f"unknown MedMNIST data set {name!r}; known: {', '.join(known_sources())}")
   return MEDMNIST_INFO[name]
 
 
@@ -175,8 +173,8 @@ class MedMNISTSource(in_memory.InMemoryRecords):
   def __init__(self, name: str, split: str,
                data_dir: str | os.PathLike[str] | None = None,
                cache_dir: str | os.PathLike[str] | None = None):
-    if split not in SPLITS:
-      raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if split not in splits.SPLITS:
+      raise errors.UserError(f"unknown split {split!r}; known: {', '.join(splits.SPLITS)}")
     self._describe(name.lower(), split)
     self._load(resolve_medmnist_file(self.name, data_dir, cache_dir))
 
@@ -211,8 +209,8 @@ class MedMNISTSource(in_memory.InMemoryRecords):
     return f"MedMNISTSource(name={self.name!r}, split={self.split!r}, size={len(self)})"
 
 
-def _corrupt(path: pathlib.Path, problem: str) -> ValueError:
-  return ValueError(f"{path} is not a valid MedMNIST file: {problem}. Delete it to download "
+def _corrupt(path: pathlib.Path, problem: str) -> errors.UserError:
+  return errors.UserError(f"{path} is not a valid MedMNIST file: {problem}. Delete it to download "
                     f"it again, or replace it with the official file.")
 
 
@@ -260,19 +258,3 @@ def _check_labels(labels: np.ndarray, info: MedMNISTInfo, path: pathlib.Path, sp
                    f"expected [0, {high - 1}]")
   labels = labels.astype(np.int32)
   return labels if info.multi_label else labels[:, 0]
-
-
-# Data sets read from a CSV manifest: name -> opener(split, data_dir). Never downloaded.
-MANIFEST_SOURCES = {manifest.NIH_CXR1000: manifest.open_nih_cxr1000}
-
-
-def open_source(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
-                cache_dir: str | os.PathLike[str] | None = None
-                ) -> MedMNISTSource | manifest.CSVManifestSource:
-  """The source for data set name (case-insensitive); the one place that maps names."""
-  if name.lower() in MEDMNIST_INFO:
-    return MedMNISTSource(name, split, data_dir=data_dir, cache_dir=cache_dir)
-  if name.lower() in MANIFEST_SOURCES:
-    return MANIFEST_SOURCES[name.lower()](split, data_dir)
-  known = sorted(set(MEDMNIST_INFO) | set(MANIFEST_SOURCES))
-  raise ValueError(f"unknown data set {name!r}; known: {', '.join(known)}")

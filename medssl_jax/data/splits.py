@@ -11,10 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
+from medssl_jax import errors
+
 SPLITS = ("train", "val", "test")
 
 
-class LeakySplitError(ValueError):
+class LeakySplitError(errors.UserError):
   """A split puts images of one group (patient) in more than one split."""
 
 
@@ -64,8 +66,8 @@ def group_split(groups: Sequence[str], fractions: Sequence[float] = (0.7, 0.15, 
   """
   fractions = np.asarray(fractions, dtype=np.float64)
   if fractions.shape != (len(SPLITS),) or (fractions < 0).any() or fractions.sum() <= 0:
-    raise ValueError(f"fractions must be 3 non-negative numbers (train, val, test), got "
-                     f"{fractions.tolist()}")
+    raise errors.UserError(f"fractions must be 3 non-negative numbers (train, val, test), got "
+                           f"{fractions.tolist()}")
   groups = np.asarray(groups, dtype=str)
   names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
   order = np.random.default_rng(seed).permutation(len(names))

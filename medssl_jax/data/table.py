@@ -19,7 +19,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from medssl_jax import errors
+from medssl_jax.data import splits as splits_lib
+
 # A split column's values when no split_values are given: ours, and the usual spellings of
 # "validation" (CheXpert's "valid", MIMIC-CXR's "validate").
 DEFAULT_SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
@@ -117,7 +119,7 @@ def read_csv_rows(csv_path: str | os.PathLike[str], columns: Sequence[str | None
   """Every row of a CSV (.csv or .csv.gz) as a dict; raises naming any missing column."""
   csv_path = pathlib.Path(csv_path)
   if not csv_path.is_file():
-    raise FileNotFoundError(f"manifest {csv_path} does not exist")
+    raise errors.UserFileNotFoundError(f"manifest {csv_path} does not exist")
   opener = gzip.open if csv_path.suffix == ".gz" else open
   # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
   with opener(csv_path, "rt", newline="", encoding="utf-8-sig") as f:
@@ -126,16 +128,16 @@ def read_csv_rows(csv_path: str | os.PathLike[str], columns: Sequence[str | None
     header = reader.fieldnames or []
   missing = [c for c in columns if c and c not in header]
   if missing:
-    raise ValueError(f"{csv_path} has no column {', '.join(missing)}; "
-                     f"its columns are {', '.join(header)}")
+    raise errors.UserError(f"{csv_path} has no column {', '.join(missing)}; "
+                           f"its columns are {', '.join(header)}")
   return rows
 
 
 def check_uncertain(uncertain: str) -> int:
   """The label value a "-1" becomes under policy `uncertain`."""
   if uncertain not in UNCERTAIN_POLICIES:
-    raise ValueError(f"uncertain labels policy must be one of {', '.join(UNCERTAIN_POLICIES)}, "
-                     f"got {uncertain!r}")
+    raise errors.UserError(f"uncertain labels policy must be one of {', '.join(UNCERTAIN_POLICIES)}, "
+                           f"got {uncertain!r}")
   return UNCERTAIN_POLICIES[uncertain]
 
 
@@ -156,8 +158,8 @@ def binary_labels(rows: Sequence[Mapping[str, str]], columns: Sequence[str],
       parsed = _binary_value(value, uncertain_value)
       if parsed is None:
         line = int(np.flatnonzero(inverse.reshape(-1) == k)[0]) + 2
-        raise ValueError(f"{where} line {line}: {column}={value!r} is not a binary label "
-                         f"(1, 0, -1 for uncertain, or blank for unknown)")
+        raise errors.UserError(f"{where} line {line}: {column}={value!r} is not a binary label "
+                               f"(1, 0, -1 for uncertain, or blank for unknown)")
       mapped[k] = parsed
     labels[:, j] = mapped[inverse.reshape(-1)]
   return labels
@@ -194,8 +196,8 @@ def _class_ids(rows, column: str, where) -> np.ndarray:
       value = -1.0
     if value is None or not value.is_integer() or value < -1:
       line = int(np.flatnonzero(inverse.reshape(-1) == k)[0]) + 2
-      raise ValueError(f"{where} line {line}: {column}={text!r} is not a class id "
-                       f"(an integer >= 0, or blank / -1 for unlabelled)")
+      raise errors.UserError(f"{where} line {line}: {column}={text!r} is not a class id "
+                             f"(an integer >= 0, or blank / -1 for unlabelled)")
     mapped[k] = int(value)
   return mapped[inverse.reshape(-1)]
 
@@ -211,8 +213,8 @@ def _class_names(rows, ids: np.ndarray, label_name_column: str | None, where) ->
         continue
       label_name = seen.setdefault(label, row[label_name_column])
       if label_name != row[label_name_column]:
-        raise ValueError(f"{where}: label {label} is named both {label_name!r} "
-                         f"and {row[label_name_column]!r}")
+        raise errors.UserError(f"{where}: label {label} is named both {label_name!r} "
+                               f"and {row[label_name_column]!r}")
       names[label] = label_name
   return tuple(names)
 
@@ -233,17 +235,17 @@ def normalise_splits(values: Sequence[str], split_values: Mapping[str, str] | No
   if split_values is None:
     to_ours = DEFAULT_SPLIT_NAMES
   else:
-    unknown = sorted(set(split_values) - set(SPLITS))
+    unknown = sorted(set(split_values) - set(splits_lib.SPLITS))
     if unknown:
-      raise ValueError(f"split_values maps {', '.join(unknown)}; its keys must be among "
-                       f"{', '.join(SPLITS)}")
+      raise errors.UserError(f"split_values maps {', '.join(unknown)}; its keys must be among "
+                             f"{', '.join(splits_lib.SPLITS)}")
     to_ours = {value: ours for ours, value in split_values.items()}
   stripped = [value.strip() for value in values]
   unmapped = sorted({v for v in stripped if v and v not in to_ours})
   if unmapped:
-    raise ValueError(f"{where}: split values {', '.join(map(repr, unmapped))} map to none of "
-                     f"{', '.join(SPLITS)} (mapping: {to_ours}); set split_values to name "
-                     f"the data's value for each of our splits")
+    raise errors.UserError(f"{where}: split values {', '.join(map(repr, unmapped))} map to none of "
+                           f"{', '.join(splits_lib.SPLITS)} (mapping: {to_ours}); set split_values to name "
+                           f"the data's value for each of our splits")
   return np.array([to_ours[v] if v else "" for v in stripped], dtype=str).reshape(-1)
 
 
@@ -274,8 +276,8 @@ def read_csv_table(csv_path: str | os.PathLike[str],
   """
   csv_path = pathlib.Path(csv_path)
   if label_column and label_columns:
-    raise ValueError("give label_column (one class column) or label_columns (several binary "
-                     "columns), not both")
+    raise errors.UserError("give label_column (one class column) or label_columns (several binary "
+                           "columns), not both")
   check_uncertain(uncertain)
   rows = read_csv_rows(csv_path, [path_column, label_column, *label_columns, label_name_column,
                                   group_column, split_column])
@@ -293,7 +295,7 @@ def table_from_rows(rows, csv_path: pathlib.Path, root, *, path_column, label_co
   root = pathlib.Path(root) if root is not None else csv_path.parent
   blank = [n for n, row in enumerate(rows, 2) if not row[path_column].strip()]
   if blank:
-    raise ValueError(f"{csv_path} line {blank[0]}: {path_column} is blank")
+    raise errors.UserError(f"{csv_path} line {blank[0]}: {path_column} is blank")
   paths = tuple(str(root / row[path_column].strip()) for row in rows)
   if label_columns:
     labels = binary_labels(rows, label_columns, uncertain, str(csv_path))

@@ -14,15 +14,17 @@ import ml_collections
 import numpy as np
 
 from medssl_jax import augment
-from medssl_jax import checkpointing
+from medssl_jax import errors
+from medssl_jax.loop import checkpointing
 from medssl_jax import methods
 from medssl_jax.data import catalog
 from medssl_jax.data import pipeline
+from medssl_jax.data import splits
 from medssl_jax.evaluation import feature_cache
 from medssl_jax.evaluation import features as features_lib
 from medssl_jax.models import encoder as encoder_lib
 
-ROLES = ("train", "val", "test")
+ROLES = splits.SPLITS  # an evaluation fits on train, chooses on val, reports on test
 BASELINES = ("random_init", "raw_pixels")
 RAW_PIXEL_MAX_SIZE = 32  # raw pixels beyond 32x32 would swamp a logistic probe
 
@@ -62,7 +64,7 @@ class EvalRun:
 
   def __init__(self, config, step: int | None = None, cache_dir=None):
     if not config.pretrain_workdir:
-      raise ValueError("set --config.pretrain_workdir to a pretraining workdir")
+      raise errors.UserError("set --config.pretrain_workdir to a pretraining workdir")
     self.config = config
     self.workdir = pathlib.Path(config.pretrain_workdir).absolute()
     self.pretrain_config, self.variables, self.step = checkpointing.restore_variables(self.workdir, step)
@@ -75,6 +77,8 @@ class EvalRun:
     self.backbone_variables = {"params": self.variables["params"]["backbone"],
                                "batch_stats": self.variables["batch_stats"].get("backbone", {})}
     self.cache = feature_cache.FeatureCache(cache_dir)
+    # What evaluations compute once per run and share (probe fits, label-fraction scores).
+    self.memo: dict = {}
 
   @property
   def representations(self) -> tuple[str, ...]:
@@ -95,7 +99,7 @@ class EvalRun:
       return raw_pixels(source, self.image_size)
     if representation == "projection":  # the projector's output (t-SimCNE's 2-D map)
       return self._network_output(features_lib.projection_output(self.model), self.variables, source)
-    raise ValueError(f"unknown representation {representation!r}")
+    raise errors.UserError(f"unknown representation {representation!r}")
 
   def features_of(self, representation: str, source, data: ml_collections.ConfigDict,
                   split: str) -> np.ndarray:

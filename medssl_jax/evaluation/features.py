@@ -12,7 +12,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from medssl_jax import augment
-from medssl_jax import sharding
+from medssl_jax.loop import sharding
 from medssl_jax.data import pipeline
 
 

@@ -5,7 +5,7 @@ from the seed: the supervised baseline that pretraining has to beat. Validation 
 measured every `eval_every` steps and the best parameters are the ones scored on the test
 split, so the test split never influences any choice.
 
-Like pretraining, the step is one jitted pure function over the mesh: the global batch is
+The step is pretraining's (loop/state.py) with the classifier's loss: one jitted pure function over the mesh: the global batch is
 sharded on the data axis (BatchNorm statistics span all devices), augmentation runs on the
 device with per-example keys, and the state is donated.
 """
@@ -15,7 +15,6 @@ import dataclasses
 import functools
 from typing import Any, Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,13 +23,15 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
+from medssl_jax import errors
 from medssl_jax import augment
-from medssl_jax import optim
-from medssl_jax import sharding
-from medssl_jax import writers
 from medssl_jax.data import pipeline
 from medssl_jax.evaluation import features
 from medssl_jax.evaluation import metrics
+from medssl_jax.loop import optim
+from medssl_jax.loop import sharding
+from medssl_jax.loop import state as state_lib
+from medssl_jax.loop import writers
 
 _WARMUP_FRACTION = 0.1  # of the steps: a short warmup keeps a fresh head from wrecking the features
 
@@ -47,14 +48,6 @@ class Classifier(nn.Module):
     # are not driven by a random head's arbitrary errors.
     return nn.Dense(self.num_outputs, kernel_init=nn.initializers.zeros, dtype=jnp.float32,
                     name="head")(pooled.astype(jnp.float32))
-
-
-@flax.struct.dataclass
-class FinetuneState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
 
 
 @dataclasses.dataclass
@@ -125,12 +118,12 @@ def _check_backbone_variables(given, initial) -> None:
     want = jax.tree_util.tree_map(lambda x: tuple(x.shape), initial[name])
     got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), given.get(name, {}))
     if want != got:
-      raise ValueError(f"backbone_variables[{name!r}] do not match the backbone module "
+      raise errors.UserError(f"backbone_variables[{name!r}] do not match the backbone module "
                        f"(different architecture or width?)")
 
 
 def create_state(model: Classifier, optimizer, backbone_variables, rng, image_size: int,
-                 channels: int) -> FinetuneState:
+                 channels: int) -> state_lib.TrainState:
   """Random initialisation from `rng`, with the backbone replaced by `backbone_variables`
   when given; the head is always new."""
   dummy = jnp.zeros((2, image_size, image_size, channels), jnp.float32)
@@ -140,26 +133,23 @@ def create_state(model: Classifier, optimizer, backbone_variables, rng, image_si
     params["backbone"] = backbone_variables["params"]
     if "backbone" in batch_stats:
       batch_stats["backbone"] = backbone_variables["batch_stats"]
-  return FinetuneState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                       opt_state=optimizer.init(params))
+  return state_lib.TrainState.create(params, batch_stats, optimizer)
 
 
-def train_step(state: FinetuneState, images, labels, base_key, *, model, optimizer, policy,
-               image_size: int, multi_label: bool) -> tuple[FinetuneState, jax.Array]:
-  """One update on augmented images, BatchNorm in train mode (its statistics updated)."""
-  key = jax.random.fold_in(base_key, state.step)
-  inputs = augment.augment_batch(images, key, policy, image_size)
+def augment_images(batch: dict, key: jax.Array, *, policy, image_size: int):
+  """The training inputs: the batch's images augmented on the device, and its labels."""
+  return augment.augment_batch(batch["image"], key, policy, image_size), batch["label"]
 
-  def objective(params):
-    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, inputs,
-                                  train=True, mutable=["batch_stats"])
-    return loss_fn(logits, labels, multi_label), updates.get("batch_stats", {})
 
-  (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            batch_stats=batch_stats, opt_state=opt_state)
-  return new_state, loss
+def classifier_loss(params, batch_stats, extra, inputs, step, *, model, multi_label: bool):
+  """The supervised objective in loop/state.py's form; BatchNorm in train mode (its
+  statistics updated)."""
+  del step
+  images, labels = inputs
+  logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                                train=True, mutable=["batch_stats"])
+  loss = loss_fn(logits, labels, multi_label)
+  return loss, ({"loss": loss}, updates.get("batch_stats", {}), extra)
 
 
 # --------------------------------------------------------------------------
@@ -170,14 +160,14 @@ def _check_args(steps, batch_size, eval_every, mesh, train_source, train_indices
                 multi_label) -> np.ndarray:
   """Validates everything cheap before compiling; returns the training indices."""
   if steps <= 0:
-    raise ValueError(f"steps must be positive, got {steps}")
+    raise errors.UserError(f"steps must be positive, got {steps}")
   if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}")
+    raise errors.UserError(f"batch_size must be positive, got {batch_size}")
   if eval_every < 0:
-    raise ValueError(f"eval_every must be >= 0 (0: validate at the end only), got {eval_every}")
+    raise errors.UserError(f"eval_every must be >= 0 (0: validate at the end only), got {eval_every}")
   sharding.check_batch_size(batch_size, mesh)
   if num_classes < (1 if multi_label else 2):
-    raise ValueError(f"num_classes must be >= 2 (or >= 1 labels when multi-label), got {num_classes}")
+    raise errors.UserError(f"num_classes must be >= 2 (or >= 1 labels when multi-label), got {num_classes}")
   n = len(train_source)
   if train_indices is None:
     return np.arange(n)
@@ -198,11 +188,11 @@ def eval_labels(source, multi_label: bool) -> np.ndarray:
 def _check_labels(labels: np.ndarray, num_classes: int, multi_label: bool) -> None:
   # Out-of-range classes would silently give a NaN loss inside the jitted step.
   if multi_label and (labels.ndim != 2 or labels.shape[1] != num_classes):
-    raise ValueError(f"multi-label training labels must be (N, {num_classes}), got {labels.shape}")
+    raise errors.UserError(f"multi-label training labels must be (N, {num_classes}), got {labels.shape}")
   if multi_label and not np.isin(labels, (-1, 0, 1)).all():
-    raise ValueError("multi-label training labels must be 0/1, or -1 for unknown")
+    raise errors.UserError("multi-label training labels must be 0/1, or -1 for unknown")
   if not multi_label and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"training labels must be classes in [0, {num_classes}), got "
+    raise errors.UserError(f"training labels must be classes in [0, {num_classes}), got "
                      f"[{labels.min()}, {labels.max()}]")
 
 
@@ -282,7 +272,7 @@ def _better(score: float, best: float) -> bool:
 
 
 def _initial_state(model, optimizer, backbone_variables, init_key, image_size: int,
-                   channels: int, mesh) -> FinetuneState:
+                   channels: int, mesh) -> state_lib.TrainState:
   """The replicated starting state; given backbone variables are checked against the module."""
   replicated = sharding.replicated(mesh)
   if backbone_variables is not None:
@@ -295,12 +285,11 @@ def _initial_state(model, optimizer, backbone_variables, init_key, image_size: i
 
 
 def jit_train_step(model, optimizer, policy, image_size: int, multi_label: bool, mesh):
-  """train_step jitted over the mesh: batch sharded on the data axis, state donated."""
-  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  step_fn = functools.partial(train_step, model=model, optimizer=optimizer, policy=policy,
-                              image_size=image_size, multi_label=multi_label)
-  return jax.jit(step_fn, in_shardings=(replicated, batched, batched, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  """The shared train step (loop/state.py) on the classifier's loss: (state, {"image",
+  "label"}, base_key) -> (state, metrics), batch sharded on the data axis, state donated."""
+  prepare = functools.partial(augment_images, policy=policy, image_size=image_size)
+  loss = functools.partial(classifier_loss, model=model, multi_label=multi_label)
+  return state_lib.jit_train_step(mesh, prepare=prepare, loss_fn=loss, optimizer=optimizer)
 
 
 def fit(backbone: nn.Module, backbone_variables, train_source, val_source, *, num_classes: int,
@@ -358,8 +347,10 @@ def fit(backbone: nn.Module, backbone_variables, train_source, val_source, *, nu
                steps, batch_size)
   for step in range(1, steps + 1):
     batch = next(stream)[rows]
-    state, loss = step_fn(state, sharding.to_global(_read_images(train_source, batch), mesh),
-                          sharding.to_global(train_labels[batch], mesh), base_key)
+    inputs = {"image": sharding.to_global(_read_images(train_source, batch), mesh),
+              "label": sharding.to_global(train_labels[batch], mesh)}
+    state, step_metrics = step_fn(state, inputs, base_key)
+    loss = step_metrics["loss"]
     losses.append(loss)  # kept on the device: reading it every step would stall the pipeline
     if step % log_every == 0 or step == steps:
       progress.report(step, {"loss": loss})

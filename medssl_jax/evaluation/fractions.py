@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
+from medssl_jax import errors
 from medssl_jax.evaluation import plots
 import matplotlib  # pylint: disable=g-bad-import-order
 
@@ -100,7 +101,7 @@ def _check_inputs(labels, fraction, groups, exclude_groups, candidates):
     raise ValueError(f"labels must be a non-empty (N,), (N, 1) or (N, L) array, got {labels.shape}")
   n = labels.shape[0]
   if not 0.0 < float(fraction) <= 1.0:
-    raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    raise errors.UserError(f"fraction must be in (0, 1], got {fraction}")
   if groups is not None:
     groups = np.asarray(groups)
     if groups.shape != (n,):
@@ -161,7 +162,7 @@ def draw_fraction(labels, fraction: float, seed: int, groups=None, exclude_group
                    "in the held-out splits", excluded.sum(), np.isin(group_index, np.flatnonzero(excluded)).sum())
     eligible &= ~excluded
   if not eligible.any():
-    raise ValueError("no training examples are eligible for a draw (all excluded or outside candidates)")
+    raise errors.UserError("no training examples are eligible for a draw (all excluded or outside candidates)")
 
   members = _group_members(group_index, len(group_ids))
   group_stratum = _majority_stratum(group_index, strata, len(group_ids))

@@ -37,11 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from medssl_jax import errors
 from medssl_jax.evaluation import metrics
 from medssl_jax.evaluation import probes
 
 # probes.py's label checks: the same rules and messages for both probes.
-_check_labels = probes._check_labels  # pylint: disable=protected-access
 _check_has_classes = probes._check_has_classes  # pylint: disable=protected-access
 
 _STD_FLOOR = 1e-6  # As probes.py: constant features would otherwise divide by zero.
@@ -301,14 +301,14 @@ def fit_jax_probe(train_x, train_y, val_x, val_y, *,
   val_x = _check_features(val_x, "val_x")
   if val_x.shape[1] != train_x.shape[1]:
     raise ValueError(f"train_x has {train_x.shape[1]} features, val_x has {val_x.shape[1]}")
-  train_y = _check_labels(train_y, train_x.shape[0], multi_label, "train_y")
-  val_y = _check_labels(val_y, val_x.shape[0], multi_label, "val_y")
+  train_y = probes.check_labels(train_y, train_x.shape[0], multi_label, "train_y")
+  val_y = probes.check_labels(val_y, val_x.shape[0], multi_label, "val_y")
   if multi_label and val_y.shape[1] != train_y.shape[1]:
     raise ValueError(f"train_y has {train_y.shape[1]} labels, val_y has {val_y.shape[1]}")
   _check_has_classes(train_y, multi_label, "train_y", every_label=True)
   _check_has_classes(val_y, multi_label, "val_y", every_label=False)
   if not Cs or min(Cs) <= 0:
-    raise ValueError(f"Cs must be a non-empty list of positive values, got {Cs}")
+    raise errors.UserError(f"Cs must be a non-empty list of positive values, got {Cs}")
   if int(block_size) != block_size or block_size < 1:
     raise ValueError(f"block_size must be a positive integer, got {block_size}")
 

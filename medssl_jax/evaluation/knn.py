@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medssl_jax import errors
 from medssl_jax.evaluation import metrics
 from medssl_jax.evaluation import probes
 
 # probes.py's label rules and messages, so every probe accepts the same labels.
-_check_labels = probes._check_labels  # pylint: disable=protected-access
 _NORM_FLOOR = 1e-12  # An all-zero feature would otherwise divide by zero.
 
 
@@ -64,9 +64,9 @@ def _check_block(value: int, name: str) -> int:
 
 def _check_k(k: int, bank_size: int) -> int:
   if int(k) != k or k < 1:
-    raise ValueError(f"k must be a positive integer, got {k}")
+    raise errors.UserError(f"k must be a positive integer, got {k}")
   if k > bank_size:
-    raise ValueError(f"k={k} is larger than the training bank ({bank_size} features)")
+    raise errors.UserError(f"k={k} is larger than the training bank ({bank_size} features)")
   return int(k)
 
 
@@ -217,10 +217,10 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, temperature: float = 0.
   train_x = _check_features(train_x, "train_x")
   test_x = _check_features(test_x, "test_x")
   _check_same_dim(train_x, test_x)
-  train_y = _check_labels(train_y, train_x.shape[0], multi_label, "train_y")
+  train_y = probes.check_labels(train_y, train_x.shape[0], multi_label, "train_y")
   k = _check_k(k, train_x.shape[0])
   if not temperature > 0:  # Also rejects NaN.
-    raise ValueError(f"temperature must be positive, got {temperature}")
+    raise errors.UserError(f"temperature must be positive, got {temperature}")
   targets, known, num_outputs = _bank_targets(train_y, multi_label, num_classes)
   targets = jax.device_put(targets)
   known = None if known is None else jax.device_put(known)
@@ -243,8 +243,8 @@ def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20,
   """metrics.summarize of knn_scores on (test_x, test_y), plus "k" and "temperature"."""
   num_classes = None
   if not multi_label:
-    test_y = _check_labels(test_y, np.shape(test_x)[0], False, "test_y")
-    train_max = _check_labels(train_y, np.shape(train_x)[0], False, "train_y").max()
+    test_y = probes.check_labels(test_y, np.shape(test_x)[0], False, "test_y")
+    train_max = probes.check_labels(train_y, np.shape(train_x)[0], False, "train_y").max()
     num_classes = int(max(train_max, test_y.max())) + 1  # Test-only classes score 0.
   scores = knn_scores(train_x, train_y, test_x, k=k, temperature=temperature,
                       num_classes=num_classes, multi_label=multi_label,

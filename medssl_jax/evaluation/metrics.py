@@ -21,6 +21,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from medssl_jax import errors
+
 # Give up redrawing bootstrap resamples after this many draws per requested one.
 _MAX_DRAWS_PER_BOOT = 20
 
@@ -49,8 +51,8 @@ def _single_label_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
   labels = labels.astype(np.int64)
   num_classes = scores.shape[1]
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes}), "
-                     f"got [{labels.min()}, {labels.max()}]")
+    raise errors.UserError(f"labels must lie in [0, {num_classes}), "
+                           f"got [{labels.min()}, {labels.max()}]")
   return labels, scores
 
 
@@ -62,7 +64,7 @@ def _multi_label_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError("multi-label labels and scores must both be (N,L), got "
                      f"{labels.shape} and {scores.shape}")
   if not np.all((labels == 0) | (labels == 1) | (labels == -1)):
-    raise ValueError("multi-label labels must be 0/1, or -1 for unknown")
+    raise errors.UserError("multi-label labels must be 0/1, or -1 for unknown")
   return labels.astype(np.int64), scores
 
 
@@ -98,7 +100,7 @@ def accuracy(labels, scores, multi_label: bool | None = None) -> float:
     labels, scores = _multi_label_inputs(labels, scores)
     known = labels >= 0
     if not known.any():
-      raise ValueError("accuracy is undefined: every multi-label entry is unknown")
+      raise errors.UserError("accuracy is undefined: every multi-label entry is unknown")
     return float(np.mean((scores[known] >= 0.5) == (labels[known] == 1)))
   labels, scores = _single_label_inputs(labels, scores)
   return float(np.mean(np.argmax(scores, axis=1) == labels))
@@ -120,7 +122,7 @@ def binary_auroc(is_positive, scores) -> float:
   n_pos = int(is_positive.sum())
   n_neg = is_positive.size - n_pos
   if n_pos == 0 or n_neg == 0:
-    raise ValueError("AUROC is undefined when only one class is present")
+    raise errors.UserError("AUROC is undefined when only one class is present")
   ranks = stats.rankdata(scores)  # 'average' ties -> half credit per tied pair.
   u_pos = ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0
   return float(u_pos / (n_pos * n_neg))
@@ -133,7 +135,7 @@ def _single_label_auroc(labels, scores) -> float:
     return binary_auroc(labels == 1, scores[:, 1])
   present = np.unique(labels)
   if present.size < 2:
-    raise ValueError("AUROC is undefined when only one class is present")
+    raise errors.UserError("AUROC is undefined when only one class is present")
   # Classes absent from the labels have no positives: macro over present ones.
   return float(np.mean([binary_auroc(labels == k, scores[:, k]) for k in present]))
 
@@ -157,7 +159,7 @@ def _multi_label_auroc(labels, scores, label_names) -> dict:
         f"known rows): {skipped}",
         stacklevel=3)
   if not per_label:
-    raise ValueError("AUROC is undefined: no label has both classes present")
+    raise errors.UserError("AUROC is undefined: no label has both classes present")
   return {"auroc": float(np.mean(list(per_label.values()))),
           "per_label": per_label}
 
@@ -258,8 +260,8 @@ def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float],
   values = _bootstrap_stats(metric_fn, labels, scores, n_boot,
                             np.random.default_rng(seed))
   if values.size == 0:
-    raise ValueError("no bootstrap resample contained every class; "
-                     "the evaluation set is too small for a CI")
+    raise errors.UserError("no bootstrap resample contained every class; "
+                           "the evaluation set is too small for a CI")
   if values.size < n_boot:
     warnings.warn(f"only {values.size} of {n_boot} bootstrap resamples kept "
                   "every class; the interval is less reliable", stacklevel=2)

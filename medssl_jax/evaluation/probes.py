@@ -21,6 +21,7 @@ import sklearn.base
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
+from medssl_jax import errors
 from medssl_jax.evaluation import metrics
 
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -78,7 +79,7 @@ def _check_features(x, name: str) -> np.ndarray:
   return x
 
 
-def _check_labels(y, n: int, multi_label: bool, name: str) -> np.ndarray:
+def check_labels(y, n: int, multi_label: bool, name: str) -> np.ndarray:
   """Returns (N,) int labels, or (N,L) labels in {-1, 0, 1} when multi-label."""
   y = np.asarray(y)
   if not multi_label and y.ndim == 2 and y.shape[1] == 1:
@@ -88,9 +89,9 @@ def _check_labels(y, n: int, multi_label: bool, name: str) -> np.ndarray:
     shape = "(N, L)" if multi_label else "(N,) or (N, 1)"
     raise ValueError(f"{name} must be {shape} with N={n}, got {y.shape}")
   if multi_label and not np.all((y == 0) | (y == 1) | (y == -1)):
-    raise ValueError(f"{name} must be 0/1, or -1 for unknown, for multi-label probes")
+    raise errors.UserError(f"{name} must be 0/1, or -1 for unknown, for multi-label probes")
   if not multi_label and (not np.all(y == np.round(y)) or y.min() < 0):
-    raise ValueError(f"{name} must be non-negative integer classes")
+    raise errors.UserError(f"{name} must be non-negative integer classes")
   return y.astype(np.int64)
 
 
@@ -98,15 +99,15 @@ def _check_has_classes(y, multi_label: bool, name: str, every_label: bool):
   """Raises ValueError when a split cannot train or score a probe."""
   if not multi_label:
     if np.unique(y).size < 2:
-      raise ValueError(f"{name} has a single class; need at least two")
+      raise errors.UserError(f"{name} has a single class; need at least two")
     return
   # Both classes among the known rows; -1 entries count as neither.
   varies = np.any(y == 0, axis=0) & np.any(y == 1, axis=0)
   if every_label and not varies.all():
-    raise ValueError(f"{name} has labels with a single class: "
-                     f"{np.flatnonzero(~varies).tolist()}")
+    raise errors.UserError(f"{name} has labels with a single class: "
+                           f"{np.flatnonzero(~varies).tolist()}")
   if not varies.any():
-    raise ValueError(f"{name} has no label with both classes present")
+    raise errors.UserError(f"{name} has no label with both classes present")
 
 
 # --------------------------------------------------------------------------
@@ -189,15 +190,15 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
   if val_x.shape[1] != train_x.shape[1]:
     raise ValueError(f"train_x has {train_x.shape[1]} features, "
                      f"val_x has {val_x.shape[1]}")
-  train_y = _check_labels(train_y, train_x.shape[0], multi_label, "train_y")
-  val_y = _check_labels(val_y, val_x.shape[0], multi_label, "val_y")
+  train_y = check_labels(train_y, train_x.shape[0], multi_label, "train_y")
+  val_y = check_labels(val_y, val_x.shape[0], multi_label, "val_y")
   if multi_label and val_y.shape[1] != train_y.shape[1]:
     raise ValueError(f"train_y has {train_y.shape[1]} labels, "
                      f"val_y has {val_y.shape[1]}")
   _check_has_classes(train_y, multi_label, "train_y", every_label=True)
   _check_has_classes(val_y, multi_label, "val_y", every_label=False)
   if not Cs or min(Cs) <= 0:
-    raise ValueError(f"Cs must be a non-empty list of positive values, got {Cs}")
+    raise errors.UserError(f"Cs must be a non-empty list of positive values, got {Cs}")
 
   mean = train_x.mean(axis=0)
   std = np.maximum(train_x.std(axis=0), _STD_FLOOR)
@@ -229,7 +230,7 @@ def evaluate_probe(probe: LogisticProbe, x, y, n_boot: int = 1000,
                    seed: int = 0) -> dict:
   """metrics.summarize of the probe's predictions on (x, y)."""
   x = _check_features(x, "x")
-  y = _check_labels(y, x.shape[0], probe.multi_label, "y")
+  y = check_labels(y, x.shape[0], probe.multi_label, "y")
   return metrics.summarize(y, probe.predict_proba(x),
                            multi_label=probe.multi_label, n_boot=n_boot,
                            seed=seed)

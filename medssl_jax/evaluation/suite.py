@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from medssl_jax import errors
 from medssl_jax.data import catalog
 from medssl_jax.evaluation import embedding2d
 from medssl_jax.evaluation import finetune as finetune_lib
@@ -29,7 +30,7 @@ def probe_kind(config, num_train: int) -> str:
   """scikit-learn for small sets (exact, fast); the JAX probe beyond probe.sklearn_max_examples."""
   kind = config.probe.kind
   if kind not in PROBE_KINDS:
-    raise ValueError(f"probe.kind must be one of {PROBE_KINDS}, got {kind!r}")
+    raise errors.UserError(f"probe.kind must be one of {PROBE_KINDS}, got {kind!r}")
   if kind == "auto":
     return "sklearn" if num_train <= config.probe.sklearn_max_examples else "jax"
   return kind
@@ -46,7 +47,7 @@ def fit_probe(config, train_x, train_y, val_x, val_y, multi_label: bool):
 
 def _probe(run, representation: str):
   """The probe of one representation, fitted once per run and shared (linear probe, transfer)."""
-  memo = run.__dict__.setdefault("_probes", {})
+  memo = run.memo.setdefault("probes", {})
   if representation not in memo:
     feats, labels = run.features(representation), run.labels()
     memo[representation] = fit_probe(run.config, feats["train"], labels["train"], feats["val"],
@@ -124,7 +125,7 @@ def _fraction_score(run, protocol: str, representation: str, indices: np.ndarray
     return _finetune_one(run, variables, train_indices=indices, seed=seed)[metric]
   # The probe is deterministic given its training rows, so equal draws (every seed at 100%)
   # are fitted once.
-  memo = run.__dict__.setdefault("_fraction_scores", {})
+  memo = run.memo.setdefault("fraction_scores", {})
   key = (representation, metric, np.asarray(indices).tobytes())
   if key not in memo:
     feats = run.features(representation)
@@ -176,8 +177,8 @@ def _mapped_labels(target_labels, target_names, probe_names, label_map) -> tuple
   mapping = {target: probe for target, probe in label_map if target}
   unknown = [t for t in mapping if t not in target_names] + [p for p in mapping.values() if p not in probe_names]
   if unknown or not mapping:
-    raise ValueError(f"transfer.label_map {label_map} must map the target's classes "
-                     f"{list(target_names)} to the probe's classes {list(probe_names)}; unknown: {unknown}")
+    raise errors.UserError(f"transfer.label_map {label_map} must map the target's classes "
+                           f"{list(target_names)} to the probe's classes {list(probe_names)}; unknown: {unknown}")
   to_probe = np.array([probe_names.index(mapping[n]) if n in mapping else -1 for n in target_names])
   mapped = to_probe[np.asarray(target_labels)]
   return mapped, mapped >= 0
@@ -189,14 +190,14 @@ def transfer(run, workdir: pathlib.Path) -> dict:
   del workdir
   config = run.config.transfer
   if not config.data.name:
-    raise ValueError("the transfer evaluation needs --config.transfer.data.name (and its data.dir)")
+    raise errors.UserError("the transfer evaluation needs --config.transfer.data.name (and its data.dir)")
   data = catalog.with_defaults(config.data)
   target = catalog.open_data(data, config.split)
   if target.multi_label or run.splits["train"].multi_label:
-    raise ValueError("transfer maps class labels; multi-label data sets are not supported")
+    raise errors.UserError("transfer maps class labels; multi-label data sets are not supported")
   if target.image_shape[-1] != run.channels:
-    raise ValueError(f"{target.name} has {target.image_shape[-1]} channels but the run was trained "
-                     f"on {run.channels}: set transfer.data.channels={run.channels}")
+    raise errors.UserError(f"{target.name} has {target.image_shape[-1]} channels but the run was trained "
+                           f"on {run.channels}: set transfer.data.channels={run.channels}")
   labels, keep = _mapped_labels(target.labels, list(target.class_names),
                                 list(run.splits["train"].class_names), config.label_map)
   results = {"target": target.name, "split": config.split, "label_map": [list(p) for p in config.label_map if p[0]],

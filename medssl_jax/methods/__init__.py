@@ -1,25 +1,48 @@
-"""Self-supervised objectives, one module each, all with the same small interface:
+"""Self-supervised objectives: one `base.Method` subclass per file, found through one registry.
 
-  create_model(config) -> flax Module with `backbone` and `projector` submodules
-  init_extra_state(variables, config) -> pytree (EMA target, queue; {} when none)
-  loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config)
-      -> (loss, (metrics, new_batch_stats, new_extra))
-
-`params` are what the optimizer updates; anything else a method carries from step to step
-(an EMA target network, a queue of keys) lives in `extra`, which the method updates itself
-from the current parameters (as MoCo and BYOL do: the target follows the online network
-used in this step). `step` is the number of updates done so far (for momentum schedules).
-The backbone's parameters are always under params["backbone"], so evaluation and transfer
-work for every method.
+Adding a method is one new file here (a Method subclass: its config section and defaults,
+structural keys, model, extra state and loss; see base.py), one `register` line below, a
+recipe in configs/ and its tests. Code outside this package only calls `get_method`.
 """
-import importlib
+from __future__ import annotations
 
-# config.method -> module in this package. MICLe is SimCLR's loss with data.pairing="patient".
-METHODS = {"simclr": "simclr", "micle": "simclr", "simsiam": "simsiam", "byol": "byol",
-           "moco": "moco", "tsimcne": "tsimcne"}
+from medssl_jax import errors
+from medssl_jax.methods import base
+from medssl_jax.methods import byol
+from medssl_jax.methods import moco
+from medssl_jax.methods import simclr
+from medssl_jax.methods import simsiam
+from medssl_jax.methods import tsimcne
+
+_REGISTRY: dict[str, base.Method] = {}
+DEFAULT_METHOD = "simclr"
 
 
-def get_method(name: str):
-  if name not in METHODS:
-    raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
-  return importlib.import_module(f"medssl_jax.methods.{METHODS[name]}")
+def register(name: str, method: base.Method) -> None:
+  """Makes `method` available as config.method=name (its config section joins the defaults)."""
+  if not method.section:
+    raise ValueError(f"method {name!r} ({type(method).__name__}) sets no config section")
+  _REGISTRY[name] = method
+
+
+def unregister(name: str) -> None:
+  _REGISTRY.pop(name, None)
+
+
+def get_method(name: str) -> base.Method:
+  if name not in _REGISTRY:
+    raise errors.UserError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+  return _REGISTRY[name]
+
+
+def sections() -> dict[str, base.Method]:
+  """config section -> the method that owns it (methods sharing a section appear once)."""
+  return {method.section: method for method in _REGISTRY.values()}
+
+
+register("simclr", simclr.SimCLR())
+register("micle", simclr.SimCLR())  # SimCLR's loss on two images of one patient: data.pairing="patient"
+register("simsiam", simsiam.SimSiam())
+register("byol", byol.BYOL())
+register("moco", moco.MoCo())
+register("tsimcne", tsimcne.TSimCNE())

@@ -8,7 +8,7 @@ weights are an exponential moving average of the online ones:
   target <- tau * target + (1 - tau) * online,   tau rising from tau_base to 1 on a cosine.
 
 The target lives in `extra` as {"params", "batch_stats"} and is updated here with plain pytree
-arithmetic, never by the optimizer. Following the method interface it follows the online
+arithmetic (common.ema), never by the optimizer. Following the method interface it follows the online
 parameters passed into this step (the reference implementation uses those after this step's
 update: a lag of one step, negligible at tau >= 0.99).
 """
@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from medssl_jax.methods import base
+from medssl_jax.methods import common
 from medssl_jax.methods import monitors
-from medssl_jax.methods import simsiam
 from medssl_jax.models import encoder as encoder_lib
 
 # The online network's modules that the target network copies (it has no predictor).
@@ -31,23 +32,8 @@ def predictor_hidden_dim(config: ml_collections.ConfigDict) -> int:
   return config.byol.predictor_hidden_dim or config.model.projector_hidden_dim
 
 
-def create_model(config: ml_collections.ConfigDict) -> encoder_lib.EncoderWithPredictor:
-  return encoder_lib.create_encoder_with_predictor(config.model, predictor_hidden_dim=predictor_hidden_dim(config),
-                                projector_output_norm=False)
-
-
 def _target_subset(tree) -> dict:
-  # Fresh buffers: the target must not share arrays with the online parameters, which the
-  # jitted step donates.
-  return {name: jax.tree_util.tree_map(jnp.copy, tree[name])
-          for name in TARGET_MODULES if name in tree}
-
-
-def init_extra_state(variables, config) -> dict:
-  """The target network starts as a copy of the online backbone and projector."""
-  del config
-  return {"params": _target_subset(variables["params"]),
-          "batch_stats": _target_subset(variables.get("batch_stats", {}))}
+  return {name: common.fresh_copy(tree[name]) for name in TARGET_MODULES if name in tree}
 
 
 def target_momentum(step, num_steps, tau_base):
@@ -57,15 +43,9 @@ def target_momentum(step, num_steps, tau_base):
   return 1.0 - (1.0 - tau_base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
-def ema_update(target, online, tau):
-  """tau * target + (1 - tau) * online, leaf by leaf; no gradient flows through it."""
-  new = jax.tree_util.tree_map(lambda t, o: tau * t + (1.0 - tau) * o, target, online)
-  return jax.lax.stop_gradient(new)
-
-
 def regression_loss(q, z):
   """Mean over the batch of the normalised MSE 2 - 2 cos(q, sg(z)); only q gets a gradient."""
-  return jnp.mean(2.0 - 2.0 * simsiam.cosine_similarity(q, jax.lax.stop_gradient(z)))
+  return jnp.mean(2.0 - 2.0 * common.cosine_similarity(q, jax.lax.stop_gradient(z)))
 
 
 def byol_loss(q1, q2, z1_target, z2_target):
@@ -74,29 +54,46 @@ def byol_loss(q1, q2, z1_target, z2_target):
   return regression_loss(q1, z2_target) + regression_loss(q2, z1_target)
 
 
-def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
-  """Returns (loss, (metrics, new_batch_stats, new_extra)); new_extra holds the updated target."""
-  del rng
-  # One forward pass per network over both views: BatchNorm statistics span all 2N images.
-  views = jnp.concatenate([view1, view2], axis=0)
-  (_, projections, predictions), updates = model.apply(
-      {"params": params, "batch_stats": batch_stats}, views, train=True, mutable=["batch_stats"])
-  q1, q2 = jnp.split(predictions, 2, axis=0)
+class BYOL(base.Method):
+  section = "byol"
+  structural_keys = ("predictor_hidden_dim",)
 
-  # The target runs in train mode, normalising with batch statistics as the reference does, and
-  # keeps its own updated running averages: they then match the target's (EMA) weights, which
-  # the online network's statistics would not. Nothing downstream reads them during training.
-  target = jax.lax.stop_gradient(extra)
-  (_, target_projections), target_updates = model.apply(
-      target, views, train=True, mutable=["batch_stats"],
-      method=encoder_lib.EncoderWithPredictor.project)
-  z1_target, z2_target = jnp.split(jax.lax.stop_gradient(target_projections), 2, axis=0)
-  loss = byol_loss(q1, q2, z1_target, z2_target)
+  def defaults(self) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "tau_base": 0.996,           # target momentum at step 0; rises to 1 on a cosine
+        "predictor_hidden_dim": 0,   # 0 = model.projector_hidden_dim (the paper's 4096)
+    })
 
-  tau = target_momentum(step, config.num_steps, config.byol.tau_base)
-  online = {name: params[name] for name in TARGET_MODULES}
-  new_extra = {"params": ema_update(target["params"], online, tau),
-               "batch_stats": target_updates["batch_stats"]}
-  z1 = jnp.split(projections, 2, axis=0)[0]
-  metrics = {"loss": loss, "tau": tau, **monitors.collapse_metrics(z1)}
-  return loss, (metrics, updates["batch_stats"], new_extra)
+  def create_model(self, config: ml_collections.ConfigDict) -> encoder_lib.EncoderWithPredictor:
+    return encoder_lib.create_encoder_with_predictor(
+        config.model, predictor_hidden_dim=predictor_hidden_dim(config), projector_output_norm=False)
+
+  def init_extra_state(self, variables, config) -> dict:
+    """The target network starts as a copy of the online backbone and projector."""
+    del config
+    return {"params": _target_subset(variables["params"]),
+            "batch_stats": _target_subset(variables.get("batch_stats", {}))}
+
+  def loss_fn(self, params, batch_stats, extra, view1, view2, rng, step, *, model, config):
+    """new_extra holds the updated target."""
+    del rng
+    # One forward pass per network over both views: BatchNorm statistics span all 2N images.
+    (_, (z1, _), (q1, q2)), batch_stats = common.apply_to_views(
+        model, params, batch_stats, view1, view2)
+
+    # The target runs in train mode, normalising with batch statistics as the reference does,
+    # and keeps its own updated running averages: they then match the target's (EMA) weights,
+    # which the online network's statistics would not. Nothing downstream reads them during
+    # training.
+    target = jax.lax.stop_gradient(extra)
+    (_, (z1_target, z2_target)), target_batch_stats = common.apply_to_views(
+        model, target["params"], target["batch_stats"], view1, view2,
+        method=encoder_lib.EncoderWithPredictor.project)
+    loss = byol_loss(q1, q2, jax.lax.stop_gradient(z1_target), jax.lax.stop_gradient(z2_target))
+
+    tau = target_momentum(step, config.num_steps, config.byol.tau_base)
+    online = {name: params[name] for name in TARGET_MODULES}
+    new_extra = {"params": common.ema(target["params"], online, tau),
+                 "batch_stats": target_batch_stats}
+    metrics = {"loss": loss, "tau": tau, **monitors.collapse_metrics(z1)}
+    return loss, (metrics, batch_stats, new_extra)

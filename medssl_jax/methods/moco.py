@@ -25,15 +25,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from medssl_jax import errors
+from medssl_jax.methods import base
+from medssl_jax.methods import common
 from medssl_jax.methods import monitors
-from medssl_jax.methods import simclr
 from medssl_jax.models import encoder as encoder_lib
 
 # Folded into the seed so the initial queue does not reuse the network's init key.
 _QUEUE_SEED_SALT = 0x6D6F636F
-
-l2_normalize = simclr.l2_normalize
-
 
 def info_nce_with_queue(q, k, queue, temperature):
   """MoCo's (1 + K)-way InfoNCE: each query against its key (label 0) and the queued keys.
@@ -41,8 +40,8 @@ def info_nce_with_queue(q, k, queue, temperature):
   q, k: (N, d) queries and their positive keys (normalised here); queue: (K, d), already
   l2-normalised. Returns (mean loss, top-1 accuracy of picking the positive).
   """
-  q = l2_normalize(q.astype(jnp.float32))
-  k = l2_normalize(k.astype(jnp.float32))
+  q = common.l2_normalize(q.astype(jnp.float32))
+  k = common.l2_normalize(k.astype(jnp.float32))
   positive = jnp.sum(q * k, axis=-1, keepdims=True)
   negatives = q @ queue.astype(jnp.float32).T
   logits = jnp.concatenate([positive, negatives], axis=-1) / temperature
@@ -54,20 +53,13 @@ def info_nce_with_queue(q, k, queue, temperature):
 def enqueue(queue, ptr, keys):
   """Writes `keys` (B, d) over the oldest entries, from `ptr` with wrap-around.
 
-  K need not be a multiple of B, but B <= K (checked in create_model). Returns (queue, ptr).
+  K need not be a multiple of B, but B <= K (checked in MoCo.check_config). Returns (queue, ptr).
   """
   queue = jnp.asarray(queue)
   size, batch = queue.shape[0], keys.shape[0]
   index = (ptr + jnp.arange(batch)) % size
   queue = queue.at[index].set(keys.astype(queue.dtype))
   return queue, ((ptr + batch) % size).astype(jnp.int32)
-
-
-def momentum_update(key_params, query_params, momentum):
-  """key <- m * key + (1 - m) * query, leafwise; no gradient flows into the key encoder."""
-  return jax.tree_util.tree_map(
-      lambda k, q: jax.lax.stop_gradient(momentum * k + (1.0 - momentum) * q),
-      key_params, query_params)
 
 
 def grouped_apply(model, variables, images, groups):
@@ -96,58 +88,61 @@ def shuffled_keys(model, variables, images, rng, groups):
   return z[jnp.argsort(permutation)], stats
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  queue_size, groups = config.moco.queue_size, config.moco.shuffle_bn_groups
-  if config.batch_size > queue_size:
-    raise ValueError(f"moco.queue_size={queue_size} must be at least "
-                     f"batch_size={config.batch_size}: one batch of keys is enqueued per step")
-  if groups < 1 or config.batch_size % groups:
-    raise ValueError(f"moco.shuffle_bn_groups={groups} must be >= 1 and divide "
-                     f"batch_size={config.batch_size}")
+class MoCo(base.Method):
+  section = "moco"
+  structural_keys = ("queue_size",)
 
+  def defaults(self) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "queue_size": 65536,      # negative keys; must be >= batch_size
+        "temperature": 0.2,
+        "momentum": 0.999,        # key encoder EMA
+        "shuffle_bn_groups": 8,   # BN groups (MoCo: 8 GPUs x 32); must divide batch_size; 1 = global BN
+    })
 
-def create_model(config: ml_collections.ConfigDict):
-  check_config(config)  # here, because train.py calls this before writing to the workdir
-  return encoder_lib.create_encoder(config.model)
+  def check_config(self, config: ml_collections.ConfigDict) -> None:
+    queue_size, groups = config.moco.queue_size, config.moco.shuffle_bn_groups
+    if config.batch_size > queue_size:
+      raise errors.UserError(f"moco.queue_size={queue_size} must be at least "
+                             f"batch_size={config.batch_size}: one batch of keys is enqueued per step")
+    if groups < 1 or config.batch_size % groups:
+      raise errors.UserError(f"moco.shuffle_bn_groups={groups} must be >= 1 and divide "
+                             f"batch_size={config.batch_size}")
 
+  def create_model(self, config: ml_collections.ConfigDict):
+    return encoder_lib.create_encoder(config.model)
 
-def _copy(tree):
-  # Real copies: the key encoder must not share buffers with the donated query parameters.
-  return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
+  def init_extra_state(self, variables, config):
+    """Key encoder = copy of the query encoder; queue = random unit vectors; ptr = 0."""
+    key = jax.random.fold_in(jax.random.key(config.seed), _QUEUE_SEED_SALT)
+    queue = jax.random.normal(key, (config.moco.queue_size, config.model.projector_dim), jnp.float32)
+    return {
+        "key_params": common.fresh_copy(variables["params"]),
+        "key_batch_stats": common.fresh_copy(variables.get("batch_stats", {})),
+        "queue": common.l2_normalize(queue),
+        "queue_ptr": jnp.zeros((), jnp.int32),
+    }
 
-
-def init_extra_state(variables, config):
-  """Key encoder = copy of the query encoder; queue = random unit vectors; ptr = 0."""
-  key = jax.random.fold_in(jax.random.key(config.seed), _QUEUE_SEED_SALT)
-  queue = jax.random.normal(key, (config.moco.queue_size, config.model.projector_dim), jnp.float32)
-  return {
-      "key_params": _copy(variables["params"]),
-      "key_batch_stats": _copy(variables.get("batch_stats", {})),
-      "queue": l2_normalize(queue),
-      "queue_ptr": jnp.zeros((), jnp.int32),
-  }
-
-
-def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
-  """Returns (loss, (metrics, new_batch_stats, new_extra))."""
-  del step
-  moco = config.moco
-  groups = moco.shuffle_bn_groups
-  q, new_batch_stats = grouped_apply(model, {"params": params, "batch_stats": batch_stats},
-                                     view1, groups)
-  # As in MoCo's code: update the key encoder from the current query weights, then encode.
-  key_params = momentum_update(extra["key_params"], params, moco.momentum)
-  k, key_batch_stats = shuffled_keys(
-      model, {"params": key_params, "batch_stats": extra["key_batch_stats"]}, view2, rng, groups)
-  k = jax.lax.stop_gradient(l2_normalize(k))
-  # Logits use the queue before this batch is added, so a key is never its own negative;
-  # the queue holds constants (detached in MoCo's code too).
-  negatives = jax.lax.stop_gradient(extra["queue"])
-  loss, accuracy = info_nce_with_queue(q, k, negatives, moco.temperature)
-  # The arrays are global under jit, so the whole global batch's keys are enqueued.
-  queue, queue_ptr = enqueue(extra["queue"], extra["queue_ptr"], k)
-  new_extra = {"key_params": key_params, "key_batch_stats": jax.lax.stop_gradient(key_batch_stats),
-               "queue": queue, "queue_ptr": queue_ptr}
-  metrics = {"loss": loss, "contrastive_accuracy": accuracy, "queue_ptr": queue_ptr,
-             **monitors.collapse_metrics(q)}
-  return loss, (metrics, new_batch_stats, new_extra)
+  def loss_fn(self, params, batch_stats, extra, view1, view2, rng, step, *, model, config):
+    del step
+    moco = config.moco
+    groups = moco.shuffle_bn_groups
+    q, new_batch_stats = grouped_apply(model, {"params": params, "batch_stats": batch_stats},
+                                       view1, groups)
+    # As in MoCo's code: update the key encoder from the current query weights, then encode.
+    key_params = common.ema(extra["key_params"], params, moco.momentum)
+    k, key_batch_stats = shuffled_keys(
+        model, {"params": key_params, "batch_stats": extra["key_batch_stats"]}, view2, rng, groups)
+    k = jax.lax.stop_gradient(common.l2_normalize(k))
+    # Logits use the queue before this batch is added, so a key is never its own negative;
+    # the queue holds constants (detached in MoCo's code too).
+    negatives = jax.lax.stop_gradient(extra["queue"])
+    loss, accuracy = info_nce_with_queue(q, k, negatives, moco.temperature)
+    # The arrays are global under jit, so the whole global batch's keys are enqueued.
+    queue, queue_ptr = enqueue(extra["queue"], extra["queue_ptr"], k)
+    new_extra = {"key_params": key_params,
+                 "key_batch_stats": jax.lax.stop_gradient(key_batch_stats),
+                 "queue": queue, "queue_ptr": queue_ptr}
+    metrics = {"loss": loss, "contrastive_accuracy": accuracy, "queue_ptr": queue_ptr,
+               **monitors.collapse_metrics(q)}
+    return loss, (metrics, new_batch_stats, new_extra)

@@ -10,15 +10,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from medssl_jax.methods import base
+from medssl_jax.methods import common
 from medssl_jax.methods import monitors
 from medssl_jax.models import encoder as encoder_lib
 
 # A large finite value rather than -inf keeps gradients NaN-free in the masked entries.
 _MASK_VALUE = -1e9
-
-
-def l2_normalize(x, eps=1e-12):
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
 
 
 def nt_xent(z1, z2, temperature):
@@ -28,7 +26,7 @@ def nt_xent(z1, z2, temperature):
   partner view. Returns (mean loss, top-1 accuracy of picking the positive).
   """
   n = z1.shape[0]
-  z = l2_normalize(jnp.concatenate([z1, z2], axis=0).astype(jnp.float32))
+  z = common.l2_normalize(jnp.concatenate([z1, z2], axis=0).astype(jnp.float32))
   logits = z @ z.T / temperature
   logits = jnp.where(jnp.eye(2 * n, dtype=bool), _MASK_VALUE, logits)
   positives = jnp.concatenate([jnp.arange(n) + n, jnp.arange(n)])
@@ -38,28 +36,19 @@ def nt_xent(z1, z2, temperature):
   return loss, accuracy
 
 
-def create_model(config: ml_collections.ConfigDict):
-  return encoder_lib.create_encoder(config.model)
+class SimCLR(base.Method):
+  """SimCLR; MICLe is this method with data.pairing="patient"."""
+  section = "simclr"
 
+  def defaults(self) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({"temperature": 0.1})
 
-def init_extra_state(variables, config):
-  del variables, config
-  return {}
+  def create_model(self, config: ml_collections.ConfigDict):
+    return encoder_lib.create_encoder(config.model)
 
-
-def project_views(model, params, batch_stats, view1, view2):
-  """Projections of both views, run as one batch of 2N; returns (z1, z2, new batch stats)."""
-  views = jnp.concatenate([view1, view2], axis=0)
-  (_, projections), updates = model.apply(
-      {"params": params, "batch_stats": batch_stats}, views, train=True, mutable=["batch_stats"])
-  z1, z2 = jnp.split(projections, 2, axis=0)
-  return z1, z2, updates["batch_stats"]
-
-
-def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
-  """Returns (loss, (metrics, new_batch_stats, new_extra))."""
-  del rng, step
-  z1, z2, batch_stats = project_views(model, params, batch_stats, view1, view2)
-  loss, accuracy = nt_xent(z1, z2, config.simclr.temperature)
-  metrics = {"loss": loss, "contrastive_accuracy": accuracy, **monitors.collapse_metrics(z1)}
-  return loss, (metrics, batch_stats, extra)
+  def loss_fn(self, params, batch_stats, extra, view1, view2, rng, step, *, model, config):
+    del rng, step
+    (_, (z1, z2)), batch_stats = common.apply_to_views(model, params, batch_stats, view1, view2)
+    loss, accuracy = nt_xent(z1, z2, config.simclr.temperature)
+    metrics = {"loss": loss, "contrastive_accuracy": accuracy, **monitors.collapse_metrics(z1)}
+    return loss, (metrics, batch_stats, extra)

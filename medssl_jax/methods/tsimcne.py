@@ -14,8 +14,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from medssl_jax.methods import base
+from medssl_jax.methods import common
 from medssl_jax.methods import monitors
-from medssl_jax.methods import simclr
 from medssl_jax.models import encoder as encoder_lib
 
 
@@ -32,18 +33,17 @@ def cauchy_info_nce(z1, z2):
   return jnp.mean(jax.nn.logsumexp(log_similarity, axis=-1) - positive)
 
 
-def create_model(config):
-  return encoder_lib.create_encoder(config.model)
+class TSimCNE(base.Method):
+  """t-SimCNE's Cauchy InfoNCE; it has no keys of its own (the output size is
+  model.projector_dim)."""
+  section = "tsimcne"
 
+  def create_model(self, config):
+    return encoder_lib.create_encoder(config.model)
 
-def init_extra_state(variables, config):
-  del variables, config
-  return {}
-
-
-def loss_fn(params, batch_stats, extra, view1, view2, rng, step, *, model, config):
-  del rng, step
-  z1, z2, batch_stats = simclr.project_views(model, params, batch_stats, view1, view2)
-  loss = cauchy_info_nce(z1, z2)
-  metrics = {"loss": loss, **monitors.collapse_metrics(z1)}
-  return loss, (metrics, batch_stats, extra)
+  def loss_fn(self, params, batch_stats, extra, view1, view2, rng, step, *, model, config):
+    del rng, step, config
+    (_, (z1, z2)), batch_stats = common.apply_to_views(model, params, batch_stats, view1, view2)
+    loss = cauchy_info_nce(z1, z2)
+    metrics = {"loss": loss, **monitors.collapse_metrics(z1)}
+    return loss, (metrics, batch_stats, extra)

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medssl_jax import errors
+
 ModuleDef = Any
 
 # name -> dense layers per block
@@ -88,7 +90,7 @@ class DenseNet(nn.Module):
 
 def _check_name(name: str) -> None:
   if name not in ARCHITECTURES:
-    raise ValueError(f"unknown backbone {name!r}; known densenets: {sorted(ARCHITECTURES)}")
+    raise errors.UserError(f"unknown backbone {name!r}; known densenets: {sorted(ARCHITECTURES)}")
 
 
 def feature_dim(name: str, width: float = 1.0) -> int:

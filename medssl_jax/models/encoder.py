@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from medssl_jax import errors
 from medssl_jax.models import heads
 from medssl_jax.models import resnet
 
@@ -29,7 +30,7 @@ class Encoder(nn.Module):
 
 def _dtype(name: str) -> Any:
   if name not in DTYPES:
-    raise ValueError(f"unknown model.dtype {name!r}; known: {sorted(DTYPES)}")
+    raise errors.UserError(f"unknown model.dtype {name!r}; known: {sorted(DTYPES)}")
   return DTYPES[name]
 
 

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medssl_jax import errors
+
 ModuleDef = Any
 _PAD_1 = ((1, 1), (1, 1))
 
@@ -109,7 +111,7 @@ def feature_dim(name: str, width: float) -> int:
 def create_resnet(name: str, width: float = 1.0, small_stem: bool = False,
                   dtype: Any = jnp.float32) -> ResNet:
   if name not in ARCHITECTURES:
-    raise ValueError(f"unknown backbone {name!r}; known: {sorted(ARCHITECTURES)}")
+    raise errors.UserError(f"unknown backbone {name!r}; known: {sorted(ARCHITECTURES)}")
   kind, stages = ARCHITECTURES[name]
   block = BasicBlock if kind == "basic" else BottleneckBlock
   return ResNet(stage_sizes=stages, block_cls=block, width=width, small_stem=small_stem, dtype=dtype)

@@ -8,6 +8,8 @@ import jax
 import ml_collections
 import optax
 
+from medssl_jax import errors
+
 OPTIMIZERS = ("sgd", "lars", "adamw")
 
 
@@ -20,7 +22,7 @@ def learning_rate(optim_config: ml_collections.ConfigDict, batch_size: int) -> f
     return optim_config.base_lr * (batch_size ** 0.5)
   if scaling == "none":
     return optim_config.base_lr
-  raise ValueError(f"unknown optim.lr_scaling {scaling!r}; known: linear, sqrt, none")
+  raise errors.UserError(f"unknown optim.lr_scaling {scaling!r}; known: linear, sqrt, none")
 
 
 def warmup_cosine(peak_lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
@@ -72,4 +74,4 @@ def _base_optimizer(optim_config, batch_size, total_steps) -> optax.GradientTran
                       trust_ratio_mask=decay_mask, momentum=optim_config.momentum)
   if name == "adamw":
     return optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
-  raise ValueError(f"unknown optim.name {name!r}; known: {OPTIMIZERS}")
+  raise errors.UserError(f"unknown optim.name {name!r}; known: {OPTIMIZERS}")

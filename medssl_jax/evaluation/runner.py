@@ -1,7 +1,5 @@
-"""Evaluation binary: judges the frozen backbone of a pretraining workdir.
-
-  python -m medssl_jax.evaluate --config=configs/eval/linear_probe.py \
-      --config.pretrain_workdir=RUN --workdir=OUT
+"""Running an evaluation config on a pretraining workdir: one checkpoint (`evaluate`) or each
+new one as it appears (`watch`). The binary is medssl_jax/cli/evaluate.py (`medssl-eval`).
 
 The config lists the evaluations (linear_probe, knn, finetune, label_fractions, transfer,
 embedding_2d); each scores the pretrained backbone next to the baselines (the same network
@@ -17,21 +15,15 @@ import time
 
 import jax
 import ml_collections
-from absl import app
-from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-from medssl_jax import checkpointing
-from medssl_jax import configuration
-from medssl_jax import writers
-from medssl_jax.data import download
+from medssl_jax import errors
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import writers
 from medssl_jax.evaluation import context
 from medssl_jax.evaluation import report
 from medssl_jax.evaluation import suite
 
-# Errors caused by the user's input: reported as one message, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
 EVALUATIONS = suite.EVALUATIONS
 BASELINES = context.BASELINES
 WATCH_LOG = "online_eval.jsonl"  # in the pretraining workdir, beside its training metrics
@@ -41,10 +33,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Refuses unknown evaluations and baselines before anything is read or written."""
   unknown = [e for e in config.evaluations if e not in EVALUATIONS]
   if unknown:
-    raise ValueError(f"unknown evaluations {unknown}; known: {sorted(EVALUATIONS)}")
+    raise errors.UserError(f"unknown evaluations {unknown}; known: {sorted(EVALUATIONS)}")
   unknown = set(config.baselines) - set(BASELINES)
   if unknown:
-    raise ValueError(f"unknown baselines {sorted(unknown)}; known: {BASELINES}")
+    raise errors.UserError(f"unknown baselines {sorted(unknown)}; known: {BASELINES}")
   suite.probe_kind(config, 0)
 
 
@@ -132,27 +124,3 @@ def watch(config: ml_collections.ConfigDict, workdir, *, sleep=time.sleep) -> li
     done.add(step)
     evaluated.append(step)
   return evaluated
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  writers.quiet_library_logs()
-  config = flags.FLAGS.config
-  if config.watch.enabled:
-    watch(config, flags.FLAGS.workdir)
-  else:
-    evaluate(config, flags.FLAGS.workdir)
-
-
-def run():
-  # Flags are defined here, not at import, so that other binaries (the augmentation study)
-  # can call evaluate() with flags of their own.
-  config_flags.DEFINE_config_file("config", None, "Evaluation config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for results.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  configuration.run_binary(main, USER_ERRORS)
-
-
-if __name__ == "__main__":
-  run()

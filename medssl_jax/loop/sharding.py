@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from medssl_jax import errors
+
 DATA_AXIS = "data"
 
 
@@ -65,7 +67,7 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> int:
   """Returns the per-process batch, or raises a clear error if devices don't divide it."""
   num_devices = mesh.devices.size
   if global_batch % num_devices:
-    raise ValueError(
+    raise errors.UserError(
         f"batch_size={global_batch} is not divisible by the {num_devices} devices of the mesh; "
         f"use a multiple of {num_devices} (e.g. {num_devices * max(1, global_batch // num_devices)}).")
   return global_batch // jax.process_count()

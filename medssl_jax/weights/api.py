@@ -1,6 +1,6 @@
 """The Python API for using pretrained backbones in your own code.
 
-  from medssl_jax import api
+  from medssl_jax.weights import api
 
   backbone = api.load_backbone("runs/simclr_pneumonia")     # a workdir, or a medssl-export dir
   features = backbone.features(images_uint8)                 # (N, feature_dim), frozen, eval mode
@@ -22,8 +22,9 @@ import jax
 import ml_collections
 
 from medssl_jax import augment
-from medssl_jax import checkpointing
-from medssl_jax import export
+from medssl_jax import errors
+from medssl_jax.loop import checkpointing
+from medssl_jax.weights import export
 from medssl_jax.models import encoder
 
 
@@ -63,8 +64,8 @@ def load_backbone(path, step: int | None = None, *, sharding: Any = None,
   if export.is_export(path):
     info, tree = export.load(path)
     if step is not None and step != info["step"]:
-      raise ValueError(f"{path} is an export of step {info['step']} only; the workdir it came "
-                       f"from, {info['source_workdir']}, may hold step {step}")
+      raise errors.UserError(f"{path} is an export of step {info['step']} only; the workdir it came "
+                             f"from, {info['source_workdir']}, may hold step {step}")
     variables = tree["backbone"]
   else:
     config, variables, step = checkpointing.restore_backbone(path, step)

@@ -12,8 +12,10 @@ import sys
 import ml_collections
 from absl import app
 
+from medssl_jax import errors
 
-class ConfigKeyError(ValueError):
+
+class ConfigKeyError(errors.UserError):
   pass
 
 
@@ -62,14 +64,15 @@ def check_overrides(argv: list[str], flag: str = "config") -> None:
         f"unknown config key(s) {', '.join(unknown)} for {path}. Valid keys:\n  " + "\n  ".join(valid))
 
 
-def run_binary(main, user_errors: tuple[type[Exception], ...]) -> None:
-  """absl's app.run for our binaries: bad overrides and the given user errors (missing data,
-  incompatible workdir, invalid settings) end with their message and exit status 2 instead
-  of a traceback. MEDSSL_DEBUG=1 shows the traceback."""
+def run_binary(main) -> None:
+  """absl's app.run for our binaries: a user mistake (errors.UserError: a bad override, missing
+  data, an incompatible workdir, an invalid setting) ends with its one-line message and exit
+  status 2; anything else is a bug and keeps its traceback. MEDSSL_DEBUG=1 shows the
+  traceback of user errors too."""
   try:
     check_overrides(sys.argv)
     app.run(main)
-  except (ConfigKeyError, *user_errors) as e:
+  except errors.UserError as e:
     if os.environ.get("MEDSSL_DEBUG"):
       raise
     print(f"error: {e}", file=sys.stderr)

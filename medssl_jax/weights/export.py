@@ -1,8 +1,6 @@
 """Backbone export: a pretraining checkpoint's backbone (and optionally projector) alone, as a
-small standalone Orbax checkpoint with a JSON description, and reading it back.
-
-  medssl-export --workdir=runs/simclr_pneumonia --out=exports/simclr_pneumonia [--step=250] \
-      [--include_projector]
+small standalone Orbax checkpoint with a JSON description, and reading it back. The binary
+is medssl_jax/cli/export.py (`medssl-export`).
 
 OUT/backbone.json says what the weights are (architecture, width, stem, feature size, input
 size, channels and pixel scaling, method, step, data set); OUT/variables is the Orbax
@@ -18,12 +16,9 @@ import pathlib
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import app
-from absl import flags
-from absl import logging
 
-from medssl_jax import checkpointing
-from medssl_jax import configuration
+from medssl_jax import errors
+from medssl_jax.loop import checkpointing
 from medssl_jax.models import resnet
 
 INFO_FILE = "backbone.json"
@@ -65,13 +60,13 @@ def export(workdir, out_dir, *, step: int | None = None, include_projector: bool
   """Writes the export of `workdir`'s checkpoint (latest or `step`) to `out_dir`; returns its info."""
   out_dir = pathlib.Path(out_dir).absolute()
   if out_dir.exists() and any(out_dir.iterdir()):
-    raise FileExistsError(f"{out_dir} exists and is not empty; choose a new --out")
+    raise errors.UserFileExistsError(f"{out_dir} exists and is not empty; choose a new --out")
   config, variables, step = checkpointing.restore_variables(workdir, step)
   modules = ("backbone", "projector") if include_projector else ("backbone",)
   missing = [m for m in modules if m not in variables["params"]]
   if missing:
-    raise ValueError(f"the {config.method} network in {workdir} has no {missing}; "
-                     f"modules: {sorted(variables['params'])}")
+    raise errors.UserError(f"the {config.method} network in {workdir} has no {missing}; "
+                           f"modules: {sorted(variables['params'])}")
   info = describe(config, variables["params"]["backbone"], step, workdir, modules)
   info["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   with ocp.StandardCheckpointer() as checkpointer:
@@ -88,14 +83,14 @@ def load(path) -> tuple[dict, dict]:
   """(info, {module: {"params", "batch_stats"}}) of an export, as host arrays."""
   path = pathlib.Path(path).absolute()
   if not is_export(path):
-    raise FileNotFoundError(f"{path / INFO_FILE} not found: {path} is not an exported backbone "
-                            "(write one with medssl-export)")
+    raise errors.UserFileNotFoundError(f"{path / INFO_FILE} not found: {path} is not an exported backbone "
+                                       "(write one with medssl-export)")
   try:
     info = json.loads((path / INFO_FILE).read_text())
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path / INFO_FILE} is corrupt: {e}") from e
+    raise errors.UserError(f"{path / INFO_FILE} is corrupt: {e}") from e
   if info.get("format") != FORMAT:
-    raise ValueError(f"{path} has format {info.get('format')!r}; this version reads {FORMAT!r}")
+    raise errors.UserError(f"{path} has format {info.get('format')!r}; this version reads {FORMAT!r}")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
     with ocp.StandardCheckpointer() as checkpointer:
@@ -105,41 +100,15 @@ def load(path) -> tuple[dict, dict]:
           lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
       tree = checkpointer.restore(path / VARIABLES_DIR, target)
   except (FileNotFoundError, ValueError, OSError) as e:
-    raise ValueError(f"the weights in {path / VARIABLES_DIR} are missing or corrupt: "
-                     f"{type(e).__name__}: {e}") from e
+    raise errors.UserError(f"the weights in {path / VARIABLES_DIR} are missing or corrupt: "
+                           f"{type(e).__name__}: {e}") from e
   return info, jax.device_get(tree)
 
 
-def _check_round_trip(workdir, out_dir, step) -> None:
+def check_round_trip(workdir, out_dir, step) -> None:
   _, variables, _ = checkpointing.restore_variables(workdir, step)
   info, tree = load(out_dir)
   expected = _modules_tree(variables, info["modules"])
   same = jax.tree_util.tree_map(lambda a, b: a.dtype == b.dtype and np.array_equal(a, b), expected, tree)
   if not all(jax.tree_util.tree_leaves(same)):
     raise RuntimeError(f"the export in {out_dir} differs from the checkpoint it was made from")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  args = flags.FLAGS
-  info = export(args.workdir, args.out, step=args.step, include_projector=args.include_projector)
-  _check_round_trip(args.workdir, args.out, info["step"])
-  logging.info("read back and checked bit for bit")
-  print(f"exported {info['method']} {info['architecture']} (width {info['width']}, modules "
-        f"{info['modules']}) from step {info['step']} of {args.workdir} to {args.out}")
-
-
-def run():
-  # Flags are defined here, not at import: the library functions above are imported by
-  # other binaries (training's init_from) that have flags of the same names.
-  flags.DEFINE_string("workdir", None, "Pretraining workdir to export from.")
-  flags.DEFINE_string("out", None, "New directory for the export.")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-  flags.DEFINE_bool("include_projector", False, "Also export the projector head.")
-  flags.mark_flags_as_required(["workdir", "out"])
-  configuration.run_binary(main, (ValueError, FileNotFoundError, FileExistsError))
-
-
-if __name__ == "__main__":
-  run()

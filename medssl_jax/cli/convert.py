@@ -1,6 +1,6 @@
 """Converter binary: writes any data set a config can open into ArrayRecord shards.
 
-  python -m medssl_jax.convert --config=configs/micle_csv.py --out=/data/cxr_shards \
+  python -m medssl_jax.cli.convert --config=configs/micle_csv.py --out=/data/cxr_shards \
       --config.data.manifest.csv=/data/cxr/manifest.csv ...
 
 Each split (train, val, test; those the data set has) is decoded once, at the config's
@@ -16,13 +16,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from medssl_jax import configuration
+from medssl_jax.loop import configuration
 from medssl_jax.data import array_record
 from medssl_jax.data import catalog
-from medssl_jax.data import download
 from medssl_jax.data import splits
 
-USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
 
 
 def convert(data, out_dir, split_names=splits.SPLITS) -> array_record.ConvertResult:
@@ -45,7 +43,7 @@ def run():
   flags.DEFINE_string("out", None, "Directory for the shards (new, or an interrupted conversion).")
   flags.DEFINE_list("splits", list(splits.SPLITS), "Splits to convert.")
   flags.mark_flags_as_required(["config", "out"])
-  configuration.run_binary(main, USER_ERRORS)
+  configuration.run_binary(main)
 
 
 if __name__ == "__main__":

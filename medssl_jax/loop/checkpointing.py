@@ -11,14 +11,15 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from medssl_jax import errors
+
 CONFIG_FILE = "config.json"
-# Config keys that decide the shapes and structure of the saved state: a checkpoint written
-# with other values cannot be restored into this run.
-STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable", "moco.queue_size",
-                   "simsiam.predictor_hidden_dim", "byol.predictor_hidden_dim")
+# Config keys of the loop that decide the shapes and structure of the saved state: a checkpoint
+# written with other values cannot be restored into this run. The method adds its own.
+LOOP_STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable")
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(errors.UserError):
   pass
 
 
@@ -57,7 +58,7 @@ def restore(manager, abstract_state, data_iterator=None, step: int | None = None
   if data_iterator is not None and not same_topology:
     written = sorted(data_dir.glob("process_0-of-*.json"))
     if not written:
-      raise FileNotFoundError(f"no data-iterator state in {data_dir}")
+      raise errors.UserFileNotFoundError(f"no data-iterator state in {data_dir}")
     data_iterator.set_state(json.loads(written[0].read_text()))
   return state
 
@@ -73,11 +74,12 @@ def _flatten(config: dict, prefix: str = "") -> dict:
   return flat
 
 
-def structural_differences(saved: dict, current: dict) -> list[str]:
+def structural_differences(saved: dict, current: dict, structural_keys) -> list[str]:
+  """The keys under `structural_keys` (dotted; a section covers its keys) whose values differ."""
   saved_flat, current_flat = _flatten(saved), _flatten(current)
   differences = []
   for key in sorted(set(saved_flat) | set(current_flat)):
-    if any(key == k or key.startswith(k + ".") for k in STRUCTURAL_KEYS):
+    if any(key == k or key.startswith(k + ".") for k in structural_keys):
       if saved_flat.get(key) != current_flat.get(key):
         differences.append(f"{key}: checkpoint has {saved_flat.get(key)!r}, config has {current_flat.get(key)!r}")
   return differences
@@ -86,16 +88,18 @@ def structural_differences(saved: dict, current: dict) -> list[str]:
 def load_config(workdir) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a medssl-jax pretraining workdir")
+    raise errors.UserFileNotFoundError(f"{path} not found: {workdir} is not a medssl-jax pretraining workdir")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def check_compatible(workdir, config: ml_collections.ConfigDict) -> None:
-  """Raises IncompatibleCheckpointError if `workdir` holds checkpoints of another structure."""
+def check_compatible(workdir, config: ml_collections.ConfigDict, structural_keys) -> None:
+  """Raises IncompatibleCheckpointError if `workdir` holds a run whose config differs from
+  `config` in one of `structural_keys` (LOOP_STRUCTURAL_KEYS and the method's)."""
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return
-  differences = structural_differences(json.loads(path.read_text()), json.loads(config.to_json()))
+  differences = structural_differences(json.loads(path.read_text()), json.loads(config.to_json()),
+                                       structural_keys)
   if differences:
     raise IncompatibleCheckpointError(
         f"workdir {workdir} holds a run with an incompatible config; use a new --workdir or the "
@@ -131,10 +135,10 @@ def restore_variables(workdir, step: int | None = None):
   manager = _read_only_manager(workdir)
   steps = manager.all_steps()
   if not steps:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
+    raise errors.UserFileNotFoundError(f"no checkpoint in {directory}")
   step = max(steps) if step is None else step
   if step not in steps:
-    raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
+    raise errors.UserFileNotFoundError(f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
   # Restore onto one local device whatever mesh wrote the checkpoint (any process count).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

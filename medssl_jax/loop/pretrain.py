@@ -1,4 +1,5 @@
-"""The pretraining loop: create the state, one jitted step, and the loop that resumes.
+"""The pretraining loop: the method's state and step (on loop/state.py's shared step), and
+the loop that resumes.
 
 The step is a pure function of (state, batch, base key): per-step randomness comes from
 `fold_in(base_key, step)`, so a resumed run repeats exactly what an uninterrupted one does.
@@ -7,35 +8,27 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from absl import logging
 
 from medssl_jax import augment
-from medssl_jax import checkpointing
 from medssl_jax import methods
-from medssl_jax import optim
-from medssl_jax import preemption
-from medssl_jax import sharding
-from medssl_jax import transfer
-from medssl_jax import writers
 from medssl_jax.data import catalog
 from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import optim
+from medssl_jax.loop import preemption
+from medssl_jax.loop import sharding
+from medssl_jax.loop import state as state_lib
+from medssl_jax.loop import writers
+from medssl_jax.weights import init_from
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  extra: Any  # method-specific state: EMA target, queue; {} for SimCLR
+TrainState = state_lib.TrainState
 
 
 def view_policies(config: ml_collections.ConfigDict):
@@ -49,40 +42,31 @@ def create_train_state(config, model, method, optimizer, rng, image_shape) -> Tr
   size = config.augment.size
   dummy = jnp.zeros((2, size, size, image_shape[-1]), jnp.float32)
   variables = model.init(rng, dummy, train=True)
-  params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=optimizer.init(params),
-                    extra=method.init_extra_state(variables, config))
+  return TrainState.create(variables["params"], variables.get("batch_stats", {}), optimizer,
+                           extra=method.init_extra_state(variables, config))
 
 
-def train_step(state: TrainState, batch: dict, base_key: jax.Array, *, model, method, optimizer,
-               policies, config) -> tuple[TrainState, dict]:
-  """One update: augment both views on the device, take the method's loss, apply optax."""
-  key = jax.random.fold_in(base_key, state.step)
+def augment_views(batch: dict, key: jax.Array, *, policies, size: int):
+  """Both views augmented on the device, one key per view (and one left for the loss)."""
   key_view1, key_view2, key_loss = jax.random.split(key, 3)
   images1 = batch["view1"]
   images2 = batch.get("view2", images1)  # same-image pairs send the image once
-  view1 = augment.augment_batch(images1, key_view1, policies[0], config.augment.size)
-  view2 = augment.augment_batch(images2, key_view2, policies[1], config.augment.size)
+  view1 = augment.augment_batch(images1, key_view1, policies[0], size)
+  view2 = augment.augment_batch(images2, key_view2, policies[1], size)
+  return view1, view2, key_loss
 
-  loss_fn = functools.partial(method.loss_fn, model=model, config=config)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (_, (metrics, batch_stats, extra)), grads = grad_fn(
-      state.params, state.batch_stats, state.extra, view1, view2, key_loss, state.step)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads))
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, extra=extra)
-  return new_state, metrics
+
+def method_loss(params, batch_stats, extra, inputs, step, *, method, model, config):
+  view1, view2, key_loss = inputs
+  return method.loss_fn(params, batch_stats, extra, view1, view2, key_loss, step, model=model,
+                        config=config)
 
 
 def jit_train_step(config, model, method, optimizer, mesh):
-  step_fn = functools.partial(train_step, model=model, method=method, optimizer=optimizer,
-                              policies=view_policies(config), config=config)
-  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(step_fn, in_shardings=(replicated, batched, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  """The pretraining step (state, batch, base_key) -> (state, metrics), jitted over `mesh`."""
+  prepare = functools.partial(augment_views, policies=view_policies(config), size=config.augment.size)
+  loss_fn = functools.partial(method_loss, method=method, model=model, config=config)
+  return state_lib.jit_train_step(mesh, prepare=prepare, loss_fn=loss_fn, optimizer=optimizer)
 
 
 def open_training_source(config):
@@ -105,11 +89,17 @@ def batch_arrays(batch: dict) -> dict:
 def initialize_from(state: TrainState, config, method, optimizer, mesh) -> tuple[TrainState, dict]:
   """`state` with config.init.modules taken from config.init_from, a fresh optimizer, and
   method state (EMA targets) built from those weights; and the record of where they came from."""
-  params, batch_stats, record = transfer.initialize_from(state.params, state.batch_stats, config)
+  params, batch_stats, record = init_from.initialize_from(state.params, state.batch_stats, config)
   variables = {"params": params, "batch_stats": batch_stats}
   state = state.replace(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params),
                         extra=method.init_extra_state(variables, config))
   return jax.device_put(state, sharding.replicated(mesh)), record
+
+
+def structural_keys(method) -> tuple[str, ...]:
+  """The config keys a workdir's checkpoints depend on: the loop's and the method's own."""
+  own = tuple(f"{method.section}.{key}" for key in method.structural_keys)
+  return checkpointing.LOOP_STRUCTURAL_KEYS + own
 
 
 def fresh_state_and_step(config, mesh):
@@ -117,6 +107,7 @@ def fresh_state_and_step(config, mesh):
   benchmarks time, without the loop's resume, checkpoints and writers."""
   sharding.check_batch_size(config.batch_size, mesh)
   method = methods.get_method(config.method)
+  method.check_config(config)
   source = open_training_source(config)
   model = method.create_model(config)
   optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
@@ -126,7 +117,7 @@ def fresh_state_and_step(config, mesh):
   return source, state, jit_train_step(config, model, method, optimizer, mesh)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainState:
+def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainState:
   """Pretrains for config.num_steps, resuming from the latest checkpoint in `workdir`.
 
   Everything that can reject the run (data, config, batch size, an incompatible workdir)
@@ -135,8 +126,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   workdir = pathlib.Path(workdir)
   mesh = sharding.create_mesh() if mesh is None else mesh
   sharding.check_batch_size(config.batch_size, mesh)
-  checkpointing.check_compatible(workdir, config)
   method = methods.get_method(config.method)
+  method.check_config(config)
+  checkpointing.check_compatible(workdir, config, structural_keys(method))
   source = open_training_source(config)
   model = method.create_model(config)
   optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
@@ -159,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
 
   checkpointing.write_config(workdir, config)
   if init_record:
-    transfer.write_record(workdir, init_record)
+    init_from.write_record(workdir, init_record)
   manager = checkpointing.create_manager(workdir, max_to_keep=config.keep_checkpoints)
   if resuming:
     # Shapes and shardings are all a restore needs: skip initialising (and compiling) weights.

@@ -1,6 +1,6 @@
 """Augmentation previews: what the network will see, as a PNG grid per policy.
 
-  python -m medssl_jax.preview --data=pneumoniamnist --data_dir=../shared/data/medmnist \
+  python -m medssl_jax.cli.preview --data=pneumoniamnist --data_dir=../shared/data/medmnist \
       --policies=cxr,moco_cxr,micle --n=6 --k=5 --size=112 --out=previews
 
 Writes OUT/preview_<policy>.png: N images of the data set (a seeded sample of --split), each
@@ -18,9 +18,8 @@ from absl import app
 from absl import flags
 
 from medssl_jax import augment
-from medssl_jax import configuration
-from medssl_jax.data import download
-from medssl_jax.data import sources
+from medssl_jax.data import catalog
+from medssl_jax.loop import configuration
 from medssl_jax.evaluation import plots
 
 
@@ -51,7 +50,7 @@ def main(argv):
   args = flags.FLAGS
   for policy in args.policies:
     augment.get_policy(policy)  # every name checked before any work
-  source = sources.open_source(args.data, args.split, data_dir=args.data_dir or None)
+  source = catalog.open_source(args.data, args.split, data_dir=args.data_dir or None)
   for policy in args.policies:
     path = write_preview(source, policy, args.out, n=args.n, k=args.k, size=args.size, seed=args.seed)
     print(f"wrote {path}")
@@ -67,7 +66,7 @@ def run():
   flags.DEFINE_integer("size", 112, "Side of the views in pixels.")
   flags.DEFINE_integer("seed", 0, "Seed of the image sample and the augmentations.")
   flags.DEFINE_string("out", "previews", "Output folder.")
-  configuration.run_binary(main, (ValueError, FileNotFoundError, download.DataUnavailableError))
+  configuration.run_binary(main)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The augmentation-pair study: which two augmentations together make the best representation?
 
-  python -m medssl_jax.augment_study --config=configs/simclr_pneumoniamnist.py \
+  python -m medssl_jax.cli.augment_study --config=configs/simclr_pneumoniamnist.py \
       --eval_config=configs/eval/linear_probe.py --ops=crop,rotate,brightness,blur \
       --workdir=runs/study [--config.num_steps=200] [--shard=0/4]
 
@@ -29,11 +29,11 @@ from absl import logging
 from ml_collections import config_flags
 
 from medssl_jax import augment
-from medssl_jax import configuration
-from medssl_jax import evaluate
-from medssl_jax import train
-from medssl_jax import writers
-from medssl_jax.data import download
+from medssl_jax import errors
+from medssl_jax.loop import configuration
+from medssl_jax.evaluation import runner
+from medssl_jax.loop import pretrain
+from medssl_jax.loop import writers
 from medssl_jax.evaluation import plots
 
 
@@ -47,7 +47,7 @@ def parse_shard(shard: str) -> tuple[int, int]:
   except ValueError:
     index, count = -1, 0
   if not 0 <= index < count:
-    raise ValueError(f"--shard={shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    raise errors.UserError(f"--shard={shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
   return index, count
 
 
@@ -63,10 +63,10 @@ def run_cell(config, eval_config, study_dir: pathlib.Path, first: str, second: s
     return json.loads(results_file.read_text())
   config = config.copy_and_resolve_references()
   config.augment.policy, config.augment.policy_view2 = name, ""
-  train.train_and_evaluate(config, study_dir / name)
+  pretrain.run(config, study_dir / name)
   eval_config = eval_config.copy_and_resolve_references()
   eval_config.pretrain_workdir = str(study_dir / name)
-  return evaluate.evaluate(eval_config, study_dir / name / "eval")
+  return runner.evaluate(eval_config, study_dir / name / "eval")
 
 
 def collect(study_dir: pathlib.Path, ops, metric: str) -> np.ndarray:
@@ -93,11 +93,11 @@ def run_study(config, eval_config, study_dir, ops, *, shard=(0, 1), metric="auro
               collect_only=False) -> np.ndarray:
   study_dir = pathlib.Path(study_dir)
   if len(set(ops)) != len(ops) or not ops:
-    raise ValueError(f"--ops must name distinct ops, got {ops}")
+    raise errors.UserError(f"--ops must name distinct ops, got {ops}")
   for first, second in all_cells(ops):  # every policy is checked before any work
     augment.get_policy(cell_name(first, second))
   if metric not in ("auroc", "accuracy"):
-    raise ValueError(f"--metric must be auroc or accuracy, not {metric!r}")
+    raise errors.UserError(f"--metric must be auroc or accuracy, not {metric!r}")
   eval_config = eval_config.copy_and_resolve_references()
   eval_config.evaluations, eval_config.baselines = ("linear_probe",), ()
   study_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +134,7 @@ def run():
   flags.DEFINE_string("metric", "auroc", "Probe metric in the matrix: auroc or accuracy.")
   flags.DEFINE_bool("collect_only", False, "Only write the matrix of the cells finished so far.")
   flags.mark_flags_as_required(["config", "ops", "workdir"])
-  configuration.run_binary(main, (ValueError, FileNotFoundError, download.DataUnavailableError))
+  configuration.run_binary(main)
 
 
 if __name__ == "__main__":

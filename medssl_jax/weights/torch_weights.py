@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 
+from medssl_jax import errors
 from medssl_jax.models import resnet
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -33,24 +34,24 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
   """The file's tensors as NumPy arrays, keyed as in the PyTorch state_dict."""
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"weights file {path} not found")
+    raise errors.UserFileNotFoundError(f"weights file {path} not found")
   if not is_weights_file(path):
-    raise ValueError(f"{path}: unknown weights format {path.suffix!r}; expected one of "
-                     f"{TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)}")
+    raise errors.UserError(f"{path}: unknown weights format {path.suffix!r}; expected one of "
+                           f"{TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)}")
   load = _load_safetensors if path.suffix == SAFETENSORS_SUFFIX else _load_torch
   try:
     loaded = load(path)
   except ImportError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # torch and safetensors raise many kinds
-    raise ValueError(f"{path} is not a readable {path.suffix} weights file (corrupt or truncated?): "
-                     f"{type(e).__name__}: {e}") from e
+    raise errors.UserError(f"{path} is not a readable {path.suffix} weights file (corrupt or truncated?): "
+                           f"{type(e).__name__}: {e}") from e
   for wrapper in ("state_dict", "model"):  # training checkpoints nest the weights
     if isinstance(loaded.get(wrapper), dict):
       loaded = loaded[wrapper]
   tensors = {k: v for k, v in loaded.items() if isinstance(v, np.ndarray)}
   if not tensors:
-    raise ValueError(f"{path} holds no tensors (keys: {sorted(loaded)[:5]})")
+    raise errors.UserError(f"{path} holds no tensors (keys: {sorted(loaded)[:5]})")
   # Checkpoints saved from DataParallel / DistributedDataParallel prefix every key.
   return {k.removeprefix("module."): v for k, v in tensors.items()}
 
@@ -91,9 +92,9 @@ def infer_architecture(state_dict: dict) -> str:
   for name, layout in resnet.ARCHITECTURES.items():
     if layout == (kind, tuple(blocks)):
       return name
-  raise ValueError(f"the weights are not a torchvision/timm ResNet we know ({kind} blocks per "
-                   f"stage {blocks}, keys like {sorted(state_dict)[:3]}); known: "
-                   f"{sorted(resnet.ARCHITECTURES)}")
+  raise errors.UserError(f"the weights are not a torchvision/timm ResNet we know ({kind} blocks per "
+                         f"stage {blocks}, keys like {sorted(state_dict)[:3]}); known: "
+                         f"{sorted(resnet.ARCHITECTURES)}")
 
 
 def _conv(weight: np.ndarray) -> np.ndarray:
@@ -110,14 +111,14 @@ def resnet_variables(state_dict: dict, name: str, in_channels: int = 3) -> dict:
   """{"params", "batch_stats"} of models.resnet.create_resnet(name) (width 1, standard stem)."""
   held = infer_architecture(state_dict)
   if held != name:
-    raise ValueError(f"the weights file holds a {held}, but the model is {name}: set "
-                     f"--config.model.name={held} or use {name} weights")
+    raise errors.UserError(f"the weights file holds a {held}, but the model is {name}: set "
+                           f"--config.model.name={held} or use {name} weights")
   kind, stages = resnet.ARCHITECTURES[name]
   stem = _conv(state_dict["conv1.weight"])
   if in_channels == 1 and stem.shape[2] == 3:
     stem = stem.sum(axis=2, keepdims=True)
   elif in_channels != stem.shape[2]:
-    raise ValueError(f"the stem takes {stem.shape[2]} channels; images have {in_channels}")
+    raise errors.UserError(f"the stem takes {stem.shape[2]} channels; images have {in_channels}")
   params, stats = {"conv_init": {"kernel": stem}}, {}
   params["bn_init"], stats["bn_init"] = _norm(state_dict, "bn1")
   block_name = "BasicBlock" if kind == "basic" else "BottleneckBlock"
@@ -141,7 +142,7 @@ def resnet_variables(state_dict: dict, name: str, in_channels: int = 3) -> dict:
 def check_convertible(model_config) -> None:
   """ImageNet ResNets exist at width 1 with the standard 7x7 stem only."""
   if model_config.name not in resnet.ARCHITECTURES:
-    raise ValueError(f"torchvision/timm weights convert to ResNets only, not {model_config.name}")
+    raise errors.UserError(f"torchvision/timm weights convert to ResNets only, not {model_config.name}")
   if model_config.width != 1 or model_config.small_stem:
-    raise ValueError("torchvision/timm weights need model.width=1 and model.small_stem=False "
-                     f"(config has width {model_config.width}, small_stem {model_config.small_stem})")
+    raise errors.UserError("torchvision/timm weights need model.width=1 and model.small_stem=False "
+                           f"(config has width {model_config.width}, small_stem {model_config.small_stem})")

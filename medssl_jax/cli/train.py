@@ -1,6 +1,6 @@
 """Pretraining binary.
 
-  python -m medssl_jax.main --config=configs/simclr_pneumoniamnist.py --workdir=runs/simclr \
+  python -m medssl_jax.cli.train --config=configs/simclr_pneumoniamnist.py --workdir=runs/simclr \
       [--config.batch_size=512 ...]
 
 A workdir that already holds checkpoints is resumed from the latest one.
@@ -11,11 +11,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from medssl_jax import configuration
-from medssl_jax import sharding
-from medssl_jax.data import download
-from medssl_jax import train
-from medssl_jax import writers
+from medssl_jax.loop import configuration
+from medssl_jax.loop import sharding
+from medssl_jax.loop import pretrain
+from medssl_jax.loop import writers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
@@ -26,8 +25,6 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
 flags.mark_flags_as_required(["config", "workdir"])
-# Errors caused by the user's input: reported as one message, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, download.DataUnavailableError)
 
 
 def main(argv):
@@ -38,11 +35,11 @@ def main(argv):
   logging.info("JAX process %d/%d (set up from %s), %d local / %d global devices",
                jax.process_index(), jax.process_count(), how, jax.local_device_count(),
                jax.device_count())
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  pretrain.run(_CONFIG.value, _WORKDIR.value)
 
 
 def run():
-  configuration.run_binary(main, USER_ERRORS)
+  configuration.run_binary(main)
 
 
 if __name__ == "__main__":

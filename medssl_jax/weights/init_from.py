@@ -18,9 +18,10 @@ import flax
 import jax
 from absl import logging
 
-from medssl_jax import checkpointing
-from medssl_jax import export
-from medssl_jax import torch_weights
+from medssl_jax import errors
+from medssl_jax.loop import checkpointing
+from medssl_jax.weights import export
+from medssl_jax.weights import torch_weights
 
 RECORD_FILE = "init.json"
 # The model settings that make two backbones the same network.
@@ -48,8 +49,8 @@ def _check_architecture(source_model: dict, model_config, source: str) -> None:
   differences = [f"{k}: {source} has {source_model.get(k)!r}, this run has {model_config[k]!r}"
                  for k in _ARCHITECTURE_KEYS if source_model.get(k) != model_config[k]]
   if differences:
-    raise ValueError(f"init_from={source} is another architecture than this run's model:\n  "
-                     + "\n  ".join(differences))
+    raise errors.UserError(f"init_from={source} is another architecture than this run's model:\n  "
+                           + "\n  ".join(differences))
 
 
 def load_source(config, target_params) -> tuple[dict, str, int | None]:
@@ -86,8 +87,8 @@ def initialize_from(params, batch_stats, config) -> tuple[dict, dict, dict]:
   params, copied, skipped = copy_matching(params, source["params"], modules)
   batch_stats, _, _ = copy_matching(batch_stats, source["batch_stats"], modules)
   if not copied:
-    raise ValueError(f"init_from={config.init_from} shares no parameter of modules {modules} "
-                     "with this network: is it the same architecture?")
+    raise errors.UserError(f"init_from={config.init_from} shares no parameter of modules {modules} "
+                           "with this network: is it the same architecture?")
   logging.info("initialised %d parameters of %s from %s %s (step %s); %d kept fresh: %s",
                len(copied), modules, kind, config.init_from, step, len(skipped), skipped)
   record = {"init_from": config.init_from, "kind": kind, "step": step, "modules": list(modules),
