@@ -24,8 +24,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from medssl_jax import augment
-from medssl_jax.loop import sharding
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 
 _BATCH = flags.DEFINE_integer("batch", 256, "Images per augment_batch call.")
 _SIZE = flags.DEFINE_integer("size", 224, "Side of the input and output images in pixels.")

@@ -88,6 +88,7 @@ def _feature_job(size: int, args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   from medssl_jax.data import in_memory  # pylint: disable=g-import-not-at-top
   from medssl_jax.evaluation import features  # pylint: disable=g-import-not-at-top
   from medssl_jax.models import encoder  # pylint: disable=g-import-not-at-top

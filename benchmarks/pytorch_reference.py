@@ -50,8 +50,8 @@ import math
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import torchvision_resnet  # beside this script
 

@@ -15,8 +15,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from medssl_jax.loop import sharding
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
@@ -53,9 +53,11 @@ def main(argv):
 
   devices = jax.device_count()
   images = config.batch_size * _STEPS.value
+  device_kind = jax.devices()[0].device_kind
   print(f"{config.method} {config.model.name} width {config.model.width} {config.model.dtype}, "
-        f"{config.augment.size} px, global batch {config.batch_size}, {devices} x {jax.devices()[0].device_kind}")
-  print(f"  data on device: {images / device_s:10.1f} images/s  ({images / device_s / devices:.1f} per device)")
+        f"{config.augment.size} px, global batch {config.batch_size}, {devices} x {device_kind}")
+  print(f"  data on device: {images / device_s:10.1f} images/s  "
+        f"({images / device_s / devices:.1f} per device)")
   print(f"  real data:      {images / real_s:10.1f} images/s  ({images / real_s / devices:.1f} per device)")
   print(f"  host pipeline share of a real-data step: {waiting_s / real_s:.1%}")
 

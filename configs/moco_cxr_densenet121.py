@@ -2,17 +2,18 @@
 
 Command (MoCo-CXR's scripts ran on one GPU; on a pod see launch/):
   python -m medssl_jax.cli.train --config=configs/moco_cxr_densenet121.py --workdir=runs/moco_cxr_d121 \
-      --config.data.name=NAME --config.data.dir=DIR
+      --config.data.dir=CHEXPERT_DIR
   python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/moco_cxr_d121 --workdir=runs/moco_cxr_d121/eval
 
-Needs: CheXpert's training images as a data source; there is no "chexpert" source in
-medssl_jax/data/sources.py yet, so as written this config stops at once with the list of
-known data sets. DenseNet-121 has 7.0M backbone parameters (torchvision's count).
+Needs: CheXpert in CHEXPERT_DIR, read by the "chexpert" layout (see
+configs/moco_cxr_resnet18.py). DenseNet-121 has 7.0M backbone parameters (torchvision's
+count). It starts from random initialisation: torchvision weights import covers ResNets
+only (weights/torch_weights.py), not DenseNet-121.
 
 Same recipe as configs/moco_cxr_resnet18.py (read its docstring for the sources and every
 difference from MoCo-CXR's runs: SGD + cosine instead of their default Adam + step decay,
-random instead of ImageNet initialisation, 224 instead of 320 px), with DenseNet-121, its
+random instead of ImageNet initialisation here, 224 instead of 320 px), with DenseNet-121, its
 1024-wide MLP head, and batch 24 (their script generator's batch for every backbone).
 
 Published result it aims at: MoCo-CXR reports linear-probe AUC gains on CheXpert pleural

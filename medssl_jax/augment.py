@@ -463,8 +463,8 @@ POLICIES: dict[str, tuple[Op, ...]] = {
     "cxr": (RandomResizedCrop((0.3, 1.0)), BrightnessContrast(0.5, 0.5, p=1.0)),
     # Microscopy/histology has no canonical orientation: SimCLR set plus any rotation
     # (t-SimCNE on medical data, Nwabufo et al., 2024).
-    "microscopy": (RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), Rotate(180.0))
-                  + _SIMCLR_COLOUR,
+    "microscopy": ((RandomResizedCrop((0.08, 1.0)), HorizontalFlip(0.5), Rotate(180.0))
+                   + _SIMCLR_COLOUR),
     # MoCo-CXR (Sowrirajan et al., 2021): rotation up to 10 degrees + horizontal flip.
     "mocov2_cxr": _MOCO_CXR,
     "moco_cxr": _MOCO_CXR,

@@ -30,11 +30,11 @@ from ml_collections import config_flags
 
 from medssl_jax import augment
 from medssl_jax import errors
-from medssl_jax.loop import configuration
+from medssl_jax.evaluation import plots
 from medssl_jax.evaluation import runner
+from medssl_jax.loop import configuration
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import writers
-from medssl_jax.evaluation import plots
 
 
 def cell_name(first: str, second: str) -> str:
@@ -120,7 +120,8 @@ def main(argv):
   writers.quiet_library_logs()
   matrix = run_study(args.config, args.eval_config, args.workdir, args.ops, shard=parse_shard(args.shard),
                      metric=args.metric, collect_only=args.collect_only)
-  print(f"{np.isfinite(matrix).sum()}/{matrix.size} cells; matrix in {args.workdir}/matrix.csv and matrix.png")
+  print(f"{np.isfinite(matrix).sum()}/{matrix.size} cells; matrix in {args.workdir}/matrix.csv "
+        "and matrix.png")
 
 
 def run():

@@ -16,11 +16,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from medssl_jax.loop import configuration
 from medssl_jax.data import array_record
 from medssl_jax.data import catalog
 from medssl_jax.data import splits
-
+from medssl_jax.loop import configuration
 
 
 def convert(data, out_dir, split_names=splits.SPLITS) -> array_record.ConvertResult:

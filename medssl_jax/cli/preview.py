@@ -19,8 +19,8 @@ from absl import flags
 
 from medssl_jax import augment
 from medssl_jax.data import catalog
-from medssl_jax.loop import configuration
 from medssl_jax.evaluation import plots
+from medssl_jax.loop import configuration
 
 
 def preview_views(images: np.ndarray, policy: str, *, k: int, size: int, seed: int) -> np.ndarray:
@@ -39,7 +39,8 @@ def write_preview(source, policy: str, out_dir, *, n: int, k: int, size: int, se
   row_labels = [f"#{i}" + (f" {names[int(source.labels[i])]}"[:18] if names is not None and
                            np.ndim(source.labels[i]) == 0 else "") for i in chosen]
   return plots.image_grid(grid, pathlib.Path(out_dir) / f"preview_{policy}.png",
-                          row_labels=row_labels, col_labels=["original"] + [f"view {j + 1}" for j in range(k)],
+                          row_labels=row_labels,
+                          col_labels=["original"] + [f"view {j + 1}" for j in range(k)],
                           title=f"{source.name} ({source.split}), policy {policy!r}: "
                                 f"{len(chosen)} images x {k} augmented views at {size} px")
 

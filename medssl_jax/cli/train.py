@@ -12,8 +12,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from medssl_jax.loop import configuration
-from medssl_jax.loop import sharding
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 from medssl_jax.loop import writers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)

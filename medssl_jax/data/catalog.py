@@ -63,7 +63,8 @@ def known_names() -> list[str]:
 def _data_dir(data) -> pathlib.Path:
   directory = pathlib.Path(data.dir).expanduser()
   if not directory.is_dir():
-    raise errors.UserFileNotFoundError(f"data directory {directory} (data.dir of {data.name!r}) does not exist")
+    raise errors.UserFileNotFoundError(
+        f"data directory {directory} (data.dir of {data.name!r}) does not exist")
   return directory
 
 
@@ -71,7 +72,7 @@ def _csv_table(data) -> table_lib.Table:
   m = data.manifest
   if len(m.split_values) != 3:
     raise errors.UserError(f"data.manifest.split_values must name the CSV's train, val and test values, "
-                     f"got {m.split_values}")
+                           f"got {m.split_values}")
   return table_lib.read_csv_table(
       m.csv, m.root or None, path_column=m.path_column, label_column=m.label_column or None,
       label_columns=tuple(c for c in m.label_columns if c),
@@ -99,7 +100,7 @@ def _open_table_split(table: table_lib.Table, split: str, data) -> manifest.Tabl
   if not len(rows):
     present = sorted(set(names.tolist()) - {""})
     raise errors.UserError(f"{table.name} has no images in split {split!r}; splits present: {present}. "
-                     f"Without a split in the data, set --config.data.split.by=group")
+                           f"Without a split in the data, set --config.data.split.by=group")
   return manifest.TableSource(table, rows, split=split, image_size=data.image_size or None,
                               resize=data.resize, channels=data.channels, bad_files=data.bad_files)
 
@@ -109,7 +110,7 @@ def _open_array_record(split: str, data):
   directory = _data_dir(data)
   if data.split.by != "file":
     raise errors.UserError("array_record shards keep the split they were converted with; "
-                     "choose the split when converting")
+                           "choose the split when converting")
   source = array_record.ArrayRecordSource(directory, split)
   if source.has_groups:
     present = list(array_record.read_metadata(directory)["splits"])

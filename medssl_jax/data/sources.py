@@ -2,8 +2,9 @@
 
 A source follows grain's RandomAccessDataSource protocol (__len__, __getitem__) and yields
 dicts {"image": uint8 (H, W, C), "label": int32 scalar, or (L,) of 1/0/-1 (unknown) for
-multi-label data, "group": int64, "index": int64}. The group is the patient, study or lesion an image belongs to; pairs.py
-draws two images of one group for MICLe. Sources hold no model or augmentation logic.
+multi-label data, "group": int64, "index": int64}. The group is the patient, study or lesion
+an image belongs to; pairs.py draws two images of one group for MICLe. Sources hold no model
+or augmentation logic.
 
 This file holds MedMNIST (2-D, 28 px). Training, evaluation, conversion and preview open
 every data set through the registry in catalog.py (`catalog.open_data(config.data, split)`).
@@ -211,7 +212,7 @@ class MedMNISTSource(in_memory.InMemoryRecords):
 
 def _corrupt(path: pathlib.Path, problem: str) -> errors.UserError:
   return errors.UserError(f"{path} is not a valid MedMNIST file: {problem}. Delete it to download "
-                    f"it again, or replace it with the official file.")
+                          f"it again, or replace it with the official file.")
 
 
 def _read_split(path: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:

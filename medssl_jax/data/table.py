@@ -289,8 +289,8 @@ def read_csv_table(csv_path: str | os.PathLike[str],
 
 
 def table_from_rows(rows, csv_path: pathlib.Path, root, *, path_column, label_column,
-                     label_columns, label_name_column, group_column, split_column,
-                     split_values, uncertain, name) -> Table:
+                    label_columns, label_name_column, group_column, split_column,
+                    split_values, uncertain, name) -> Table:
   """The table of CSV rows already read from csv_path; arguments as read_csv_table's."""
   root = pathlib.Path(root) if root is not None else csv_path.parent
   blank = [n for n, row in enumerate(rows, 2) if not row[path_column].strip()]

@@ -15,13 +15,13 @@ import numpy as np
 
 from medssl_jax import augment
 from medssl_jax import errors
-from medssl_jax.loop import checkpointing
 from medssl_jax import methods
 from medssl_jax.data import catalog
 from medssl_jax.data import pipeline
 from medssl_jax.data import splits
 from medssl_jax.evaluation import feature_cache
 from medssl_jax.evaluation import features as features_lib
+from medssl_jax.loop import checkpointing
 from medssl_jax.models import encoder as encoder_lib
 
 ROLES = splits.SPLITS  # an evaluation fits on train, chooses on val, reports on test

@@ -12,8 +12,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from medssl_jax import augment
-from medssl_jax.loop import sharding
 from medssl_jax.data import pipeline
+from medssl_jax.loop import sharding
 
 
 def backbone_output(backbone):

@@ -5,9 +5,10 @@ from the seed: the supervised baseline that pretraining has to beat. Validation 
 measured every `eval_every` steps and the best parameters are the ones scored on the test
 split, so the test split never influences any choice.
 
-The step is pretraining's (loop/state.py) with the classifier's loss: one jitted pure function over the mesh: the global batch is
-sharded on the data axis (BatchNorm statistics span all devices), augmentation runs on the
-device with per-example keys, and the state is donated.
+The step is pretraining's (loop/state.py) with the classifier's loss: one jitted pure
+function over the mesh; the global batch is sharded on the data axis (BatchNorm statistics
+span all devices), augmentation runs on the device with per-example keys, and the state is
+donated.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from medssl_jax import errors
 from medssl_jax import augment
+from medssl_jax import errors
 from medssl_jax.data import pipeline
 from medssl_jax.evaluation import features
 from medssl_jax.evaluation import metrics
@@ -119,7 +120,7 @@ def _check_backbone_variables(given, initial) -> None:
     got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), given.get(name, {}))
     if want != got:
       raise errors.UserError(f"backbone_variables[{name!r}] do not match the backbone module "
-                       f"(different architecture or width?)")
+                             f"(different architecture or width?)")
 
 
 def create_state(model: Classifier, optimizer, backbone_variables, rng, image_size: int,
@@ -193,7 +194,7 @@ def _check_labels(labels: np.ndarray, num_classes: int, multi_label: bool) -> No
     raise errors.UserError("multi-label training labels must be 0/1, or -1 for unknown")
   if not multi_label and (labels.min() < 0 or labels.max() >= num_classes):
     raise errors.UserError(f"training labels must be classes in [0, {num_classes}), got "
-                     f"[{labels.min()}, {labels.max()}]")
+                           f"[{labels.min()}, {labels.max()}]")
 
 
 def _train_labels(source, multi_label: bool) -> np.ndarray:

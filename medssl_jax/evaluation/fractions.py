@@ -21,13 +21,13 @@ import math
 import textwrap
 from typing import Any, Callable, Mapping, Sequence
 
+import matplotlib  # pylint: disable=g-bad-import-order
 import numpy as np
 from absl import logging
 from scipy import stats
 
 from medssl_jax import errors
 from medssl_jax.evaluation import plots
-import matplotlib  # pylint: disable=g-bad-import-order
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -159,10 +159,12 @@ def draw_fraction(labels, fraction: float, seed: int, groups=None, exclude_group
     excluded = np.isin(group_ids, exclude_groups) & eligible
     if excluded.any():
       logging.info("label fractions: skipping %d training groups (%d images) that also appear "
-                   "in the held-out splits", excluded.sum(), np.isin(group_index, np.flatnonzero(excluded)).sum())
+                   "in the held-out splits", excluded.sum(),
+                   np.isin(group_index, np.flatnonzero(excluded)).sum())
     eligible &= ~excluded
   if not eligible.any():
-    raise errors.UserError("no training examples are eligible for a draw (all excluded or outside candidates)")
+    raise errors.UserError(
+        "no training examples are eligible for a draw (all excluded or outside candidates)")
 
   members = _group_members(group_index, len(group_ids))
   group_stratum = _majority_stratum(group_index, strata, len(group_ids))

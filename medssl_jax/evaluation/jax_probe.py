@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
 import warnings
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp

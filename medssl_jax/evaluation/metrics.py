@@ -15,8 +15,8 @@ ranks for ties) rather than through sklearn, so the tests can check it against
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
 import warnings
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats

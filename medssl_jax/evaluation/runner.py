@@ -18,11 +18,11 @@ import ml_collections
 from absl import logging
 
 from medssl_jax import errors
-from medssl_jax.loop import checkpointing
-from medssl_jax.loop import writers
 from medssl_jax.evaluation import context
 from medssl_jax.evaluation import report
 from medssl_jax.evaluation import suite
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import writers
 
 EVALUATIONS = suite.EVALUATIONS
 BASELINES = context.BASELINES

@@ -51,7 +51,7 @@ def _probe(run, representation: str):
   if representation not in memo:
     feats, labels = run.features(representation), run.labels()
     memo[representation] = fit_probe(run.config, feats["train"], labels["train"], feats["val"],
-                                      labels["val"], run.splits["train"].multi_label)
+                                     labels["val"], run.splits["train"].multi_label)
   return memo[representation]
 
 
@@ -175,10 +175,12 @@ def label_fractions(run, workdir: pathlib.Path) -> dict:
 def _mapped_labels(target_labels, target_names, probe_names, label_map) -> tuple[np.ndarray, np.ndarray]:
   """Target labels as probe class ids, and which rows have a mapped class."""
   mapping = {target: probe for target, probe in label_map if target}
-  unknown = [t for t in mapping if t not in target_names] + [p for p in mapping.values() if p not in probe_names]
+  unknown = ([t for t in mapping if t not in target_names]
+             + [p for p in mapping.values() if p not in probe_names])
   if unknown or not mapping:
     raise errors.UserError(f"transfer.label_map {label_map} must map the target's classes "
-                           f"{list(target_names)} to the probe's classes {list(probe_names)}; unknown: {unknown}")
+                           f"{list(target_names)} to the probe's classes {list(probe_names)}; "
+                           f"unknown: {unknown}")
   to_probe = np.array([probe_names.index(mapping[n]) if n in mapping else -1 for n in target_names])
   mapped = to_probe[np.asarray(target_labels)]
   return mapped, mapped >= 0
@@ -200,7 +202,8 @@ def transfer(run, workdir: pathlib.Path) -> dict:
                            f"on {run.channels}: set transfer.data.channels={run.channels}")
   labels, keep = _mapped_labels(target.labels, list(target.class_names),
                                 list(run.splits["train"].class_names), config.label_map)
-  results = {"target": target.name, "split": config.split, "label_map": [list(p) for p in config.label_map if p[0]],
+  results = {"target": target.name, "split": config.split,
+             "label_map": [list(p) for p in config.label_map if p[0]],
              "n_unmapped": int((~keep).sum())}
   for name in run.representations:
     probe, _ = _probe(run, name)
@@ -221,7 +224,8 @@ def embedding_2d(run, workdir: pathlib.Path) -> dict:
     kind = "tsne"
     feats = run.features("pretrained")
     # t-SNE is O(n^2): map a seeded subsample of each split, jointly.
-    keep = {role: embedding2d.subsample(len(v), config.max_points, run.config.seed) for role, v in feats.items()}
+    keep = {role: embedding2d.subsample(len(v), config.max_points, run.config.seed)
+            for role, v in feats.items()}
     labels = {role: labels[role][keep[role]] for role in labels}
     points = embedding2d.tsne(np.concatenate([feats[r][keep[r]] for r in feats]), seed=run.config.seed)
     bounds = np.cumsum([0] + [len(keep[r]) for r in feats])

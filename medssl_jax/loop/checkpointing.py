@@ -81,7 +81,8 @@ def structural_differences(saved: dict, current: dict, structural_keys) -> list[
   for key in sorted(set(saved_flat) | set(current_flat)):
     if any(key == k or key.startswith(k + ".") for k in structural_keys):
       if saved_flat.get(key) != current_flat.get(key):
-        differences.append(f"{key}: checkpoint has {saved_flat.get(key)!r}, config has {current_flat.get(key)!r}")
+        differences.append(f"{key}: checkpoint has {saved_flat.get(key)!r}, "
+                           f"config has {current_flat.get(key)!r}")
   return differences
 
 
@@ -138,7 +139,8 @@ def restore_variables(workdir, step: int | None = None):
     raise errors.UserFileNotFoundError(f"no checkpoint in {directory}")
   step = max(steps) if step is None else step
   if step not in steps:
-    raise errors.UserFileNotFoundError(f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
+    raise errors.UserFileNotFoundError(
+        f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
   # Restore onto one local device whatever mesh wrote the checkpoint (any process count).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

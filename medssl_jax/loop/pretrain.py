@@ -27,7 +27,6 @@ from medssl_jax.loop import state as state_lib
 from medssl_jax.loop import writers
 from medssl_jax.weights import init_from
 
-
 TrainState = state_lib.TrainState
 
 

@@ -14,7 +14,9 @@ from typing import Callable, Mapping, Sequence
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from medssl_jax import errors
 

@@ -75,7 +75,7 @@ class EncoderWithPredictor(nn.Module):
 
 
 def create_encoder_with_predictor(model_config: ml_collections.ConfigDict, *, predictor_hidden_dim: int,
-                   projector_output_norm: bool) -> EncoderWithPredictor:
+                                  projector_output_norm: bool) -> EncoderWithPredictor:
   """The backbone and projector of `model_config` plus a 2-layer predictor back to the
   projection's dimension."""
   backbone = create_backbone(model_config)  # validates model.dtype first

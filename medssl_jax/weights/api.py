@@ -24,8 +24,8 @@ import ml_collections
 from medssl_jax import augment
 from medssl_jax import errors
 from medssl_jax.loop import checkpointing
-from medssl_jax.weights import export
 from medssl_jax.models import encoder
+from medssl_jax.weights import export
 
 
 @dataclasses.dataclass
