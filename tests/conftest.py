@@ -10,7 +10,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(os.environ.get("MEDSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+SHARED_DATA = pathlib.Path(
+    os.environ.get("MEDSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,23 @@ def synthetic_config():
   config = make_tiny_config("")
   config.data.name = synthetic_data.NAME
   return config
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+  """A local GCS (tests/gcs_emulator.py) for the whole session, its client environment set
+  in this process and inherited by subprocesses."""
+  import gcs_emulator as emulator_lib  # pylint: disable=g-import-not-at-top
+  emulator = emulator_lib.Emulator().start()
+  with emulator_lib.environment(emulator.url):
+    yield emulator
+  emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator) -> str:
+  """A fresh, empty bucket in the emulator: "gs://NAME"."""
+  return f"gs://{gcs_emulator.new_bucket()}"
 
 
 def make_tiny_config(medmnist_dir):

@@ -1,12 +1,12 @@
 """ArrayRecord conversion and reading, on real data: BreastMNIST and nih_cxr1000 at 32 px."""
-from concurrent import futures
 import os
 import pickle
+from concurrent import futures
 
-from absl import flags
 import grain
 import numpy as np
 import pytest
+from absl import flags
 
 from medssl_jax.data import array_record
 from medssl_jax.data import catalog

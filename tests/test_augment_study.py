@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
 from medssl_jax import augment
 from medssl_jax.cli import augment_study
+from medssl_jax.cli import preview
 from medssl_jax.data import catalog
 from medssl_jax.loop import configuration
-from medssl_jax.cli import preview
 from medssl_jax.loop import pretrain
+
+from conftest import REPO_ROOT
 
 
 def _eval_config():

@@ -7,10 +7,10 @@ import sys
 import jax
 import pytest
 
-from medssl_jax.loop import checkpointing
-from medssl_jax.loop import sharding
-from medssl_jax.loop import pretrain
 from medssl_jax.data import download
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

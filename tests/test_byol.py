@@ -107,7 +107,7 @@ def test_no_gradient_reaches_the_target():
 
   def loss(params, extra):
     return byol.BYOL().loss_fn(params, batch_stats, extra, view1, view2, None, 3, model=model,
-                        config=config)
+                               config=config)
 
   (value, (metrics, _, new_extra)), (grad_params, grad_extra) = jax.jit(jax.value_and_grad(
       loss, argnums=(0, 1), has_aux=True))(params, extra)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from medssl_jax.cli import convert
-from medssl_jax.loop import defaults
 from medssl_jax.data import catalog
 from medssl_jax.data import splits
+from medssl_jax.loop import defaults
 
 
 def _nih_data(shared_data, **split):

@@ -40,7 +40,8 @@ def test_micle_and_evaluation_on_a_csv_manifest_from_the_command_line(shared_dat
           "--config.model.projector_dim=16", "--config.batch_size=16", "--config.num_steps=2",
           "--config.log_every=1", "--config.checkpoint_every=2", "--config.augment.size=32"]
   workdir = tmp_path / "run"
-  train = ["medssl_jax.cli.train", "--config=configs/micle_csv.py", f"--workdir={workdir}"] + data_flags + tiny
+  train = (["medssl_jax.cli.train", "--config=configs/micle_csv.py", f"--workdir={workdir}"]
+           + data_flags + tiny)
   # The folds as exported share 30 patients (refused: tests/test_splits.py), so split by
   # patient: MICLe trains, pairing two images of one patient.
   trained = _run(train + ["--config.data.split.by=group"])

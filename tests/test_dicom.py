@@ -3,11 +3,11 @@ import pathlib
 
 import numpy as np
 import pydicom
+import pytest
 from pydicom import encaps
 from pydicom import pixels
 from pydicom import uid
 from pydicom.dataset import Dataset
-import pytest
 
 from medssl_jax.data import dicom
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from medssl_jax.data import catalog
+from medssl_jax.evaluation import features
+from medssl_jax.evaluation import runner
 from medssl_jax.loop import checkpointing
 from medssl_jax.loop import configuration
-from medssl_jax.evaluation import runner
 from medssl_jax.loop import pretrain
-from medssl_jax.evaluation import features
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -63,14 +63,16 @@ def test_restore_backbone_of_earlier_step_and_missing_step(pretrained_run):
 
 def test_features_same_on_one_and_eight_devices(pretrained_run, medmnist_dir):
   import jax  # pylint: disable=g-import-not-at-top
+
   from medssl_jax.loop import sharding  # pylint: disable=g-import-not-at-top
   from medssl_jax.models import encoder  # pylint: disable=g-import-not-at-top
   pretrain_config, variables, _ = checkpointing.restore_backbone(pretrained_run)
   backbone = encoder.create_backbone(pretrain_config.model)
   source = catalog.open_source("breastmnist", "val", data_dir=medmnist_dir)  # 78 images: a short last batch
-  one = features.extract_features(features.backbone_output(backbone), variables, source, image_size=28, batch_size=32,
+  apply_fn = features.backbone_output(backbone)
+  one = features.extract_features(apply_fn, variables, source, image_size=28, batch_size=32,
                                   mesh=sharding.create_mesh(jax.devices()[:1]))
-  eight = features.extract_features(features.backbone_output(backbone), variables, source, image_size=28, batch_size=32,
+  eight = features.extract_features(apply_fn, variables, source, image_size=28, batch_size=32,
                                     mesh=sharding.create_mesh(jax.devices()[:8]))
   assert one.shape == (78, 32)
   np.testing.assert_allclose(one, eight, rtol=1e-4, atol=1e-5)

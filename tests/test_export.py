@@ -10,14 +10,15 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
-from conftest import REPO_ROOT
-from conftest import make_tiny_config
 from medssl_jax.data import catalog
-from medssl_jax.weights import api
 from medssl_jax.loop import checkpointing
-from medssl_jax.weights import export
-from medssl_jax.loop import sharding
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
+from medssl_jax.weights import api
+from medssl_jax.weights import export
+
+from conftest import make_tiny_config
+from conftest import REPO_ROOT
 
 
 def assert_trees_equal(a, b):
@@ -131,7 +132,8 @@ def test_run_initialised_from_another_starts_from_exactly_its_backbone(
   _, variables, _ = checkpointing.restore_variables(pretrained_run)
   assert_trees_equal(variables["params"]["backbone"], jax.device_get(state.params["backbone"]))
   assert_trees_equal(variables["batch_stats"]["backbone"], jax.device_get(state.batch_stats["backbone"]))
-  fresh, trained = state.params["projector"]["Dense_0"]["kernel"], variables["params"]["projector"]["Dense_0"]["kernel"]
+  fresh = state.params["projector"]["Dense_0"]["kernel"]
+  trained = variables["params"]["projector"]["Dense_0"]["kernel"]
   assert not np.array_equal(np.asarray(fresh), trained)
   record = json.loads((tmp_path / "continued" / "init.json").read_text())
   assert record["kind"] == source and record["step"] == 4

@@ -19,6 +19,7 @@ from medssl_jax.evaluation import finetune as ft
 from medssl_jax.evaluation import fractions
 from medssl_jax.evaluation import metrics
 from medssl_jax.models import encoder
+
 from conftest import make_tiny_config
 
 RECIPE = dict(num_classes=2, multi_label=False, image_size=28, steps=24, batch_size=32,

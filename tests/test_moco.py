@@ -4,9 +4,9 @@ import json
 import pathlib
 import shutil
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -131,7 +131,7 @@ def test_no_gradient_reaches_the_key_encoder(synthetic_config):
   def loss(params, floats):
     full_extra = dict(floats, queue_ptr=extra["queue_ptr"])
     return moco.MoCo().loss_fn(params, variables["batch_stats"], full_extra, images, view2,
-                        jax.random.key(2), 0, model=model, config=config)
+                               jax.random.key(2), 0, model=model, config=config)
 
   (_, (_, _, new_extra)), (grad_params, grad_extra) = jax.jit(
       jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(variables["params"], floats)

@@ -15,8 +15,8 @@ import jax
 import numpy as np
 
 from medssl_jax.loop import checkpointing
-from medssl_jax.loop import sharding
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.model.width=0.0625", "--config.model.projector_hidden_dim=32",
@@ -61,5 +61,11 @@ def test_two_processes_match_one_process_and_resume_on_four_devices(tiny_config,
   pretrain.run(tiny_config, resumed, mesh=four_devices)
   _, expected, _ = checkpointing.restore_variables(two, 4)
   _, actual, _ = checkpointing.restore_variables(resumed, 4)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), expected, actual)
+  # Two steps on another topology (gloo all-reduce across processes vs. one process) sum in
+  # another order; LARS's trust ratio carries that into small BatchNorm parameters: up to
+  # 1.7e-3 relative on this machine's CPU (2026-12-01, jax 0.10.2; the code before the
+  # consolidation gives the same), hence 1e-2. A wrong resume (another batch, lost
+  # optimizer state) moves parameters by far more, and the losses below agree to 1e-4.
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-4),
+                         expected, actual)
   np.testing.assert_allclose(_losses(resumed)[-2:], _losses(two)[-2:], rtol=1e-4)

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from medssl_jax.loop import sharding
-from medssl_jax.loop import pretrain
 from medssl_jax.data import manifest
 from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
+from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 
 
 @pytest.fixture(scope="module")

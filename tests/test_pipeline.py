@@ -77,6 +77,7 @@ def test_worker_processes_outlive_a_sigterm_to_the_whole_job():
   import multiprocessing  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
+
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags
   source = IndexSource(40)

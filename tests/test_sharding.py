@@ -9,10 +9,11 @@ import textwrap
 
 import numpy as np
 
+from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
+
 import synthetic_data
 from conftest import REPO_ROOT
-from medssl_jax.loop import sharding
-from medssl_jax.loop import pretrain
 
 
 def _free_port(ports) -> int:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from medssl_jax.loop import optim
-from medssl_jax.loop import sharding
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 from medssl_jax.methods import simclr
 
 

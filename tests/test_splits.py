@@ -4,8 +4,8 @@ import csv
 import numpy as np
 import pytest
 
-from medssl_jax.loop import pretrain
 from medssl_jax.data import splits
+from medssl_jax.loop import pretrain
 
 
 @pytest.fixture(scope="module")

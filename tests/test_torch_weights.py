@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from conftest import REPO_ROOT
-from medssl_jax.weights import torch_weights
 from medssl_jax.loop import pretrain
 from medssl_jax.models import resnet
+from medssl_jax.weights import torch_weights
+
+from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import torchvision_resnet  # noqa: E402  pylint: disable=g-import-not-at-top

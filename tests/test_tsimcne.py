@@ -63,8 +63,8 @@ def test_three_stages_freeze_and_replace_the_output_layer(synthetic_config, tmp_
 
 
 def test_learned_2d_map_through_the_evaluation_binary(tiny_config, tmp_path):
-  from medssl_jax.loop import configuration  # pylint: disable=g-import-not-at-top
   from medssl_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
+  from medssl_jax.loop import configuration  # pylint: disable=g-import-not-at-top
   tiny_config.method, tiny_config.num_steps, tiny_config.model.projector_dim = "tsimcne", 1, 2
   tiny_config.data.name = "breastmnist"  # 780 images: a quick full map
   pretrain.run(tiny_config, tmp_path / "run")

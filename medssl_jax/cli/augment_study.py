@@ -18,8 +18,8 @@ afterwards any call with --collect_only writes the matrix of every finished cell
 from __future__ import annotations
 
 import csv
+import io
 import json
-import pathlib
 import time
 
 import numpy as np
@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 from medssl_jax import augment
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.evaluation import plots
 from medssl_jax.evaluation import runner
 from medssl_jax.loop import configuration
@@ -55,7 +56,7 @@ def all_cells(ops) -> list[tuple[str, str]]:
   return [(first, second) for first in ops for second in ops]
 
 
-def run_cell(config, eval_config, study_dir: pathlib.Path, first: str, second: str) -> dict:
+def run_cell(config, eval_config, study_dir: paths.Path, first: str, second: str) -> dict:
   """Pretrains and probes one cell (or reads its results if it is done); returns results."""
   name = cell_name(first, second)
   results_file = study_dir / name / "eval" / "results.json"
@@ -69,7 +70,7 @@ def run_cell(config, eval_config, study_dir: pathlib.Path, first: str, second: s
   return runner.evaluate(eval_config, study_dir / name / "eval")
 
 
-def collect(study_dir: pathlib.Path, ops, metric: str) -> np.ndarray:
+def collect(study_dir: paths.Path, ops, metric: str) -> np.ndarray:
   """The matrix of finished cells (NaN where a cell has no results yet), as CSV and PNG."""
   matrix = np.full((len(ops), len(ops)), np.nan)
   for i, first in enumerate(ops):
@@ -77,11 +78,12 @@ def collect(study_dir: pathlib.Path, ops, metric: str) -> np.ndarray:
       results_file = study_dir / cell_name(first, second) / "eval" / "results.json"
       if results_file.exists():
         matrix[i, j] = json.loads(results_file.read_text())["linear_probe"]["pretrained"][metric]
-  with open(study_dir / "matrix.csv", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["first \\ second", *ops])
-    for op, row in zip(ops, matrix):
-      writer.writerow([op, *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
+  table = io.StringIO()
+  writer = csv.writer(table)
+  writer.writerow(["first \\ second", *ops])
+  for op, row in zip(ops, matrix):
+    writer.writerow([op, *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
+  paths.write_bytes_atomic(study_dir / "matrix.csv", table.getvalue().encode())
   done = int(np.isfinite(matrix).sum())
   plots.heatmap(matrix, ops, ops, study_dir / "matrix.png", value_label=f"linear probe test {metric}",
                 row_title="first augmentation", col_title="second augmentation",
@@ -91,7 +93,7 @@ def collect(study_dir: pathlib.Path, ops, metric: str) -> np.ndarray:
 
 def run_study(config, eval_config, study_dir, ops, *, shard=(0, 1), metric="auroc",
               collect_only=False) -> np.ndarray:
-  study_dir = pathlib.Path(study_dir)
+  study_dir = paths.path(study_dir)
   if len(set(ops)) != len(ops) or not ops:
     raise errors.UserError(f"--ops must name distinct ops, got {ops}")
   for first, second in all_cells(ops):  # every policy is checked before any work

@@ -10,14 +10,13 @@ by "+" (e.g. crop+rotate).
 """
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import numpy as np
 from absl import app
 from absl import flags
 
 from medssl_jax import augment
+from medssl_jax import paths
 from medssl_jax.data import catalog
 from medssl_jax.evaluation import plots
 from medssl_jax.loop import configuration
@@ -31,14 +30,14 @@ def preview_views(images: np.ndarray, policy: str, *, k: int, size: int, seed: i
   return np.stack([originals, *views], axis=1)
 
 
-def write_preview(source, policy: str, out_dir, *, n: int, k: int, size: int, seed: int) -> pathlib.Path:
+def write_preview(source, policy: str, out_dir, *, n: int, k: int, size: int, seed: int) -> paths.Path:
   chosen = np.sort(np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False))
-  images = source.images[chosen]
+  images = np.stack([source[int(i)]["image"] for i in chosen])
   grid = preview_views(images, policy, k=k, size=size, seed=seed)
   names = getattr(source, "class_names", None)
   row_labels = [f"#{i}" + (f" {names[int(source.labels[i])]}"[:18] if names is not None and
                            np.ndim(source.labels[i]) == 0 else "") for i in chosen]
-  return plots.image_grid(grid, pathlib.Path(out_dir) / f"preview_{policy}.png",
+  return plots.image_grid(grid, paths.path(out_dir) / f"preview_{policy}.png",
                           row_labels=row_labels,
                           col_labels=["original"] + [f"view {j + 1}" for j in range(k)],
                           title=f"{source.name} ({source.split}), policy {policy!r}: "

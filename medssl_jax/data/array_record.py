@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
 import os
-import pathlib
 import re
+import shutil
 import struct
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Iterable, Mapping
@@ -42,6 +44,7 @@ import numpy as np
 from array_record.python import array_record_module
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.data import in_memory
 
 FORMAT = "medssl_jax.array_record"
@@ -59,6 +62,7 @@ _MAGIC = b"MSR1"
 _LABEL = struct.Struct("<i")
 _LABEL_DTYPE = np.dtype("<i4")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_.]+")
+_COPY_CHUNK = 16 << 20  # bytes per read when uploading a shard
 _READ_CHUNK = 256  # records per sequential read while verifying; bounds memory for big images
 
 
@@ -69,7 +73,7 @@ class VerificationError(errors.UserError):
 @dataclasses.dataclass(frozen=True)
 class ConvertResult:
   """What one `convert` call did: shard names written now and kept (already valid)."""
-  directory: pathlib.Path
+  directory: paths.Path
   metadata: dict
   written: tuple[str, ...]
   kept: tuple[str, ...]
@@ -180,7 +184,7 @@ def _plan(source_by_split: Mapping[str, Any], records_per_shard: int | None,
 
 def read_metadata(directory: str | os.PathLike[str]) -> dict:
   """metadata.json of a conversion; FileNotFoundError/ValueError say what is missing."""
-  directory = pathlib.Path(directory)
+  directory = paths.path(directory)
   if not directory.is_dir():
     parent = directory.parent
     near = sorted(p.name for p in parent.iterdir())[:20] if parent.is_dir() else []
@@ -200,18 +204,27 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict:
   return meta
 
 
-def _write_atomically(path: pathlib.Path, write) -> None:
+def _write_atomically(path: paths.Path, write) -> None:
+  """`write(tmp)` to a local file, then renamed over `path`; into a bucket, the local file is
+  uploaded (an object appears only once its upload completes)."""
+  if paths.is_remote(path):
+    with tempfile.TemporaryDirectory() as local_dir:
+      tmp = paths.path(local_dir) / path.name
+      write(tmp)
+      with tmp.open("rb") as src, path.open("wb") as dst:
+        shutil.copyfileobj(src, dst, _COPY_CHUNK)
+    return
   tmp = path.with_name(path.name + ".tmp")
   write(tmp)
   os.replace(tmp, path)
 
 
-def _write_metadata(directory: pathlib.Path, meta: dict) -> None:
+def _write_metadata(directory: paths.Path, meta: dict) -> None:
   _write_atomically(directory / METADATA,
                     lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n"))
 
 
-def _claim(directory: pathlib.Path, plan: dict) -> None:
+def _claim(directory: paths.Path, plan: dict) -> None:
   """Makes `directory` this conversion's: new, empty, or an earlier run of the same one."""
   directory.mkdir(parents=True, exist_ok=True)
   if (directory / METADATA).is_file():
@@ -224,7 +237,8 @@ def _claim(directory: pathlib.Path, plan: dict) -> None:
       raise errors.UserError(f"{directory} holds a different conversion ({detail}). Delete it or "
                              f"choose another output directory.")
   else:
-    found = sorted(p.name for p in directory.iterdir())
+    # A bucket "folder" with nothing in it does not exist; a local one was just made.
+    found = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
     if found:
       raise errors.UserError(f"{directory} is not empty and holds no conversion (no {METADATA}): "
                              f"{', '.join(found[:10])}{' ...' if len(found) > 10 else ''}. "
@@ -264,7 +278,7 @@ class _Progress:
           file=sys.stderr, flush=True)
 
 
-def _shard_problem(path: pathlib.Path, expected: np.ndarray) -> str | None:
+def _shard_problem(path: paths.Path, expected: np.ndarray) -> str | None:
   """Why the shard at `path` does not hold records with hashes `expected`; None if it does."""
   try:
     reader = array_record_module.ArrayRecordReader(str(path))
@@ -290,8 +304,8 @@ def _shard_problem(path: pathlib.Path, expected: np.ndarray) -> str | None:
   return problem
 
 
-def _write_shard(path: pathlib.Path, records: Iterable[bytes], options: str) -> None:
-  def write(tmp: pathlib.Path) -> None:
+def _write_shard(path: paths.Path, records: Iterable[bytes], options: str) -> None:
+  def write(tmp: paths.Path) -> None:
     writer = array_record_module.ArrayRecordWriter(str(tmp), options)
     for data in records:
       writer.write(data)
@@ -302,7 +316,7 @@ def _write_shard(path: pathlib.Path, records: Iterable[bytes], options: str) -> 
   _write_atomically(path, write)
 
 
-def _convert_split(source, split: str, plan: dict, directory: pathlib.Path,
+def _convert_split(source, split: str, plan: dict, directory: paths.Path,
                    progress: _Progress, written: list, kept: list) -> None:
   info = plan["splits"][split]
   codec = RecordCodec(plan["image_shape"], plan["label_shape"])
@@ -340,9 +354,13 @@ def _convert_split(source, split: str, plan: dict, directory: pathlib.Path,
   _write_atomically(directory / info["meta"], lambda tmp: _save_npz(tmp, arrays))
 
 
-def _save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-  with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+def _save_npz(path: paths.Path, arrays: dict[str, np.ndarray]) -> None:
+  with path.open("wb") as f:  # a file object: np.savez would append ".npz" to a name
     np.savez(f, **arrays)
+
+
+def _load_npz(path: paths.Path):
+  return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
 def convert(source_by_split: Mapping[str, Any], out_dir: str | os.PathLike[str], *,
@@ -371,7 +389,7 @@ def convert(source_by_split: Mapping[str, Any], out_dir: str | os.PathLike[str],
     ValueError: out_dir holds something else, or the sources disagree or break the protocol.
     VerificationError: a shard read back differs from what was written.
   """
-  directory = pathlib.Path(out_dir)
+  directory = paths.path(out_dir)
   plan = _plan(source_by_split, records_per_shard, writer_options)
   _claim(directory, plan)
   total = sum(s["num_records"] for s in plan["splits"].values())
@@ -396,12 +414,12 @@ def verify(directory: str | os.PathLike[str], splits: Iterable[str] | None = Non
   Raises:
     VerificationError: naming each shard that is missing, truncated, corrupt or swapped.
   """
-  directory = pathlib.Path(directory)
+  directory = paths.path(directory)
   meta = read_metadata(directory)
   problems, checked = [], 0
   for split in splits or meta["splits"]:
     info = _split_info(meta, split, directory)
-    with np.load(directory / info["meta"], allow_pickle=False) as arrays:
+    with _load_npz(directory / info["meta"]) as arrays:
       hashes = arrays["hashes"]
     per_shard = meta["records_per_shard"]
     for k, name in enumerate(info["shards"]):
@@ -418,7 +436,7 @@ def verify(directory: str | os.PathLike[str], splits: Iterable[str] | None = Non
   return checked
 
 
-def _split_info(meta: dict, split: str, directory: pathlib.Path) -> dict:
+def _split_info(meta: dict, split: str, directory: paths.Path) -> dict:
   if split not in meta["splits"]:
     raise errors.UserError(f"{directory} has no split {split!r}; it has: "
                            f"{', '.join(meta['splits'])}")
@@ -440,7 +458,7 @@ class ArrayRecordSource:
   """
 
   def __init__(self, directory: str | os.PathLike[str], split: str):
-    self.directory = pathlib.Path(directory)
+    self.directory = paths.path(directory)
     self.split = split
     self.metadata = meta = read_metadata(self.directory)
     info = _split_info(meta, split, self.directory)
@@ -456,7 +474,7 @@ class ArrayRecordSource:
     self.multi_label = meta["multi_label"]
     self.image_shape = tuple(meta["image_shape"])
     self._codec = RecordCodec(meta["image_shape"], meta["label_shape"])
-    with np.load(self.directory / info["meta"], allow_pickle=False) as arrays:
+    with _load_npz(self.directory / info["meta"]) as arrays:
       self.labels, self.groups = arrays["labels"], arrays["groups"]
       self.has_groups = "group_names" in arrays.files
       if self.has_groups:

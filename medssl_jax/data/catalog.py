@@ -13,19 +13,20 @@ source of {"image", "label", "group", "index"} records, see sources.py) in its o
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.data import config as data_config
 from medssl_jax.data import layouts
 from medssl_jax.data import manifest
 from medssl_jax.data import sources
 from medssl_jax.data import splits as splits_lib
 from medssl_jax.data import table as table_lib
+from medssl_jax.data import tfds_source
 
 with_defaults = data_config.with_defaults
 Opener = Callable[[ml_collections.ConfigDict, str], Any]
@@ -41,15 +42,19 @@ class SourceEntry:
 
 
 _REGISTRY: dict[str, SourceEntry] = {}
+# Families of data sets named "PREFIX:REST" (e.g. "tfds:patch_camelyon"): prefix -> entry.
+_PREFIXES: dict[str, SourceEntry] = {}
 
 
 def register(name: str, open_fn: Opener, *, needs: tuple[str, ...] = (), hint: str = "") -> None:
-  """Makes `data.name=name` open its splits with `open_fn(data, split)`."""
-  _REGISTRY[name.lower()] = SourceEntry(open_fn, tuple(needs), hint)
+  """Makes `data.name=name` open its splits with `open_fn(data, split)`; a name ending in ":"
+  registers a family: every `data.name` starting with it (`open_fn` reads the rest)."""
+  registry = _PREFIXES if name.endswith(":") else _REGISTRY
+  registry[name.lower()] = SourceEntry(open_fn, tuple(needs), hint)
 
 
 def unregister(name: str) -> None:
-  _REGISTRY.pop(name.lower(), None)
+  (_PREFIXES if name.endswith(":") else _REGISTRY).pop(name.lower(), None)
 
 
 CSV = "csv"
@@ -57,11 +62,18 @@ ARRAY_RECORD = "array_record"
 
 
 def known_names() -> list[str]:
-  return sorted(_REGISTRY)
+  return sorted(_REGISTRY) + [f"{prefix}NAME" for prefix in sorted(_PREFIXES)]
 
 
-def _data_dir(data) -> pathlib.Path:
-  directory = pathlib.Path(data.dir).expanduser()
+def _entry(name: str) -> SourceEntry | None:
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  prefix = name.split(":", 1)[0] + ":"
+  return _PREFIXES.get(prefix) if ":" in name else None
+
+
+def _data_dir(data) -> paths.Path:
+  directory = paths.path(data.dir)
   if not directory.is_dir():
     raise errors.UserFileNotFoundError(
         f"data directory {directory} (data.dir of {data.name!r}) does not exist")
@@ -141,10 +153,9 @@ def _lookup(data, key: str):
 def open_data(data: ml_collections.ConfigDict, split: str):
   """The source of split "train", "val" or "test" of the data set `data` describes."""
   data = with_defaults(data)
-  name = data.name.lower()
-  if name not in _REGISTRY:
+  entry = _entry(data.name.lower())
+  if entry is None:
     raise errors.UserError(f"unknown data set {data.name!r}; known: {', '.join(known_names())}")
-  entry = _REGISTRY[name]
   unset = [key for key in entry.needs if not _lookup(data, key)]
   if unset:
     raise errors.UserError(f"data set {data.name!r} needs " + " and ".join(
@@ -183,3 +194,4 @@ register("mimic_cxr", _table_opener(_mimic_cxr_table), **_IN_DIR)
 register("nih14", _table_opener(lambda data: layouts.nih14_table(_data_dir(data))), **_IN_DIR)
 register("vindr_cxr", _table_opener(lambda data: layouts.vindr_cxr_table(_data_dir(data))), **_IN_DIR)
 register(ARRAY_RECORD, lambda data, split: _open_array_record(split, data), **_IN_DIR)
+register(tfds_source.PREFIX, tfds_source.open_tfds, needs=("dir",), hint=tfds_source.DIR_HINT)

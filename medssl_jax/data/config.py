@@ -39,6 +39,13 @@ def defaults() -> ml_collections.ConfigDict:
   data.split.fractions = (0.7, 0.15, 0.15)
   data.split.seed = 0
   data.split.allow_leakage = False
+  # data.name = "tfds:NAME[/CONFIG][:VERSION]": a tensorflow-datasets set prepared in data.dir
+  # in array_record format (tfds_source.py); read without TensorFlow.
+  data.tfds = ml_collections.ConfigDict()
+  data.tfds.image_key = "image"   # an Image feature of uint8
+  data.tfds.label_key = "label"   # a ClassLabel feature
+  data.tfds.group_key = ""        # patient / study feature (Text or int); "" = each image alone
+  data.tfds.splits = ("train", "validation", "test")  # its splits (or slices) for our train, val, test
   return data
 
 

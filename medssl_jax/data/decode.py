@@ -8,6 +8,7 @@ from PIL import Image
 from PIL import ImageOps
 
 from medssl_jax import errors
+from medssl_jax import paths
 
 RESIZE_MODES = ("crop", "pad")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -28,7 +29,7 @@ def decode_image(path: str | os.PathLike[str], image_size: int | None = None,
   image, with black bars.
   """
   listed = f" (listed in {csv_path})" if csv_path else ""
-  if not os.path.isfile(path):
+  if not paths.path(path).is_file():
     raise errors.UserFileNotFoundError(f"image {path}{listed} does not exist")
   try:
     image = _read_8bit(path).convert(_MODES[channels])
@@ -46,7 +47,7 @@ def _read_8bit(path) -> Image.Image:
     # Imported here: pydicom is needed only by data sets of DICOM files.
     from medssl_jax.data import dicom  # pylint: disable=g-import-not-at-top
     return Image.fromarray(dicom.read_dicom(path))
-  with Image.open(path) as image:
+  with paths.path(path).open("rb") as file, Image.open(file) as image:
     # exif_transpose returns a loaded copy: camera photos (skin, fundus) may be rotated.
     return _to_8bit(ImageOps.exif_transpose(image))
 

@@ -28,6 +28,7 @@ install. Files without the "DICM" preamble (not DICOM Part 10) are refused.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 
@@ -37,6 +38,7 @@ from pydicom import errors as pydicom_errors
 from pydicom import pixels
 
 from medssl_jax import errors
+from medssl_jax import paths
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # pydicom returns these as RGB (raw=False converts YCbCr; JPEG 2000 decoders undo ICT/RCT).
@@ -63,9 +65,10 @@ def read_dicom(path: str | os.PathLike[str]) -> np.ndarray:
     DicomError: not DICOM, truncated, compressed with no decoder installed, or an
       unsupported photometric interpretation.
   """
-  if not os.path.isfile(path):
+  if not paths.path(path).is_file():
     raise errors.UserFileNotFoundError(f"DICOM file {path} does not exist")
-  ds = _read_header(path)
+  file = _readable(path)
+  ds = _read_header(file, path)
   missing = [k for k in ("Rows", "Columns", "PhotometricInterpretation") if k not in ds]
   if missing:
     raise DicomError(f"{path} has no {', '.join(missing)}: it is truncated, or it is not an "
@@ -76,7 +79,9 @@ def read_dicom(path: str | os.PathLike[str]) -> np.ndarray:
     raise DicomError(f"{path}: photometric interpretation {photometric!r} is not supported; "
                      f"supported: {', '.join(_MONOCHROME + _COLOR)}")
   try:
-    frame = pixels.pixel_array(path, index=0)
+    if isinstance(file, io.BytesIO):
+      file.seek(0)
+    frame = pixels.pixel_array(file, index=0)
     image = (_monochrome_to_uint8(frame, ds) if photometric in _MONOCHROME
              else _color_to_uint8(frame, ds))
   except _PIXEL_ERRORS as e:
@@ -88,10 +93,16 @@ def read_dicom(path: str | os.PathLike[str]) -> np.ndarray:
   return image
 
 
-def _read_header(path) -> pydicom.Dataset:
+def _readable(path):
+  """What pydicom reads: a local path as is (it reads only what it needs), a bucket object
+  fetched whole."""
+  return io.BytesIO(paths.path(path).read_bytes()) if paths.is_remote(path) else os.fspath(path)
+
+
+def _read_header(file, path) -> pydicom.Dataset:
   # The pixels are read separately (one frame only); the header is cheap to parse twice.
   try:
-    return pydicom.dcmread(path, stop_before_pixels=True)
+    return pydicom.dcmread(file, stop_before_pixels=True)
   except (pydicom_errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError) as e:
     raise DicomError(f"{path} is not a readable DICOM file: {type(e).__name__}: {e}") from e
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from medssl_jax import errors
+from medssl_jax import paths as paths_lib
 from medssl_jax.data import table as table_lib
 
 # The 14 observations in the column order of CheXpert's train.csv / valid.csv; MIMIC-CXR's
@@ -78,7 +79,7 @@ def chexpert_table(root: PathLike, *, uncertainty: str = "ignore",
     The table: groups are patients ("patient00001"), studies "patient00001/study1".
   """
   table_lib.check_uncertain(uncertainty)
-  root = _chexpert_root(pathlib.Path(root))
+  root = _chexpert_root(paths_lib.path(root))
   paths, labels, splits, patients, studies = [], [], [], [], []
   for filename, split in (("train.csv", "train"), ("valid.csv", "val")):
     csv_path = root / filename
@@ -101,7 +102,7 @@ def chexpert_table(root: PathLike, *, uncertainty: str = "ignore",
       studies=studies)
 
 
-def _chexpert_root(root: pathlib.Path) -> pathlib.Path:
+def _chexpert_root(root: paths_lib.Path) -> paths_lib.Path:
   if (root / "train.csv").is_file():
     return root
   for child in ("CheXpert-v1.0-small", "CheXpert-v1.0"):
@@ -111,7 +112,7 @@ def _chexpert_root(root: pathlib.Path) -> pathlib.Path:
                                      f"or CheXpert-v1.0/); give the folder that holds train.csv")
 
 
-def _chexpert_parts(path: str, csv_path: pathlib.Path) -> tuple[str, ...]:
+def _chexpert_parts(path: str, csv_path: paths_lib.Path) -> tuple[str, ...]:
   """".../train/patient00001/study1/view1_frontal.jpg" -> parts relative to the root."""
   parts = pathlib.PurePosixPath(path.strip()).parts
   if parts and parts[0] not in ("train", "valid", "test"):
@@ -142,7 +143,7 @@ def mimic_cxr_table(root: PathLike, *, uncertainty: str = "ignore",
     The table: groups are subjects (patients); studies are study_ids.
   """
   table_lib.check_uncertain(uncertainty)
-  root = pathlib.Path(root)
+  root = paths_lib.path(root)
   meta_path = _mimic_file(root, "metadata")
   meta = table_lib.read_csv_rows(meta_path, ("dicom_id", "subject_id", "study_id",
                                              "ViewPosition"))
@@ -170,7 +171,7 @@ def mimic_cxr_table(root: PathLike, *, uncertainty: str = "ignore",
       studies=[r["study_id"] for r in meta])
 
 
-def _mimic_file(root: pathlib.Path, kind: str, required: bool = True) -> pathlib.Path | None:
+def _mimic_file(root: paths_lib.Path, kind: str, required: bool = True) -> paths_lib.Path | None:
   for name in (f"mimic-cxr-2.0.0-{kind}.csv", f"mimic-cxr-2.0.0-{kind}.csv.gz"):
     if (root / name).is_file():
       return root / name
@@ -180,7 +181,7 @@ def _mimic_file(root: pathlib.Path, kind: str, required: bool = True) -> pathlib
   return None
 
 
-def _mimic_splits(root: pathlib.Path, meta) -> np.ndarray:
+def _mimic_splits(root: paths_lib.Path, meta) -> np.ndarray:
   split_path = _mimic_file(root, "split", required=False)
   if split_path is None:
     logging.warning("MIMIC-CXR: no mimic-cxr-2.0.0-split.csv(.gz) in %s; the table has no "
@@ -209,7 +210,7 @@ def nih14_table(root: PathLike) -> table_lib.Table:
   Returns:
     The table: groups are the Patient ID column.
   """
-  root = pathlib.Path(root)
+  root = paths_lib.path(root)
   csv_path = next((root / n for n in ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
                    if (root / n).is_file()), None)
   if csv_path is None:
@@ -227,7 +228,7 @@ def nih14_table(root: PathLike) -> table_lib.Table:
       has_groups=True)
 
 
-def _nih14_labels(rows, csv_path: pathlib.Path) -> np.ndarray:
+def _nih14_labels(rows, csv_path: paths_lib.Path) -> np.ndarray:
   column = {name: j for j, name in enumerate(NIH14_LABELS)}
   labels = np.zeros((len(rows), len(NIH14_LABELS)), np.int8)
   for i, row in enumerate(rows):
@@ -242,7 +243,7 @@ def _nih14_labels(rows, csv_path: pathlib.Path) -> np.ndarray:
   return labels
 
 
-def _nih14_splits(root: pathlib.Path, names: Sequence[str]) -> np.ndarray:
+def _nih14_splits(root: paths_lib.Path, names: Sequence[str]) -> np.ndarray:
   split_of = {}
   for filename, split in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
     if (root / filename).is_file():
@@ -256,13 +257,13 @@ def _nih14_splits(root: pathlib.Path, names: Sequence[str]) -> np.ndarray:
   return np.array([split_of.get(name, "") for name in names], dtype=str).reshape(-1)
 
 
-def _find_files(root: pathlib.Path, wanted: set[str]) -> dict[str, str]:
+def _find_files(root: paths_lib.Path, wanted: set[str]) -> dict[str, str]:
   """name -> the first path under root (walked in sorted order) with that file name."""
   found = {}
-  for directory, subdirs, files in os.walk(root):
+  for directory, subdirs, files in root.walk():
     subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
     for name in sorted(set(files) & wanted):
-      found.setdefault(name, os.path.join(directory, name))
+      found.setdefault(name, str(directory / name))
     if len(found) == len(wanted):
       break
   return found
@@ -289,7 +290,7 @@ def vindr_cxr_table(root: PathLike) -> table_lib.Table:
   Returns:
     The table; class_names are the label columns of the files (see VINDR_CXR_LABELS).
   """
-  root = pathlib.Path(root)
+  root = paths_lib.path(root)
   parts = []
   for filename, split in (("image_labels_train.csv", "train"), ("image_labels_test.csv", "test")):
     csv_path = next((p for p in (root / "annotations" / filename, root / filename)
@@ -317,7 +318,7 @@ def vindr_cxr_table(root: PathLike) -> table_lib.Table:
       splits=splits, class_names=tuple(class_names), multi_label=True, has_groups=False)
 
 
-def _majority(rows, class_names: Sequence[str], csv_path: pathlib.Path
+def _majority(rows, class_names: Sequence[str], csv_path: paths_lib.Path
               ) -> tuple[list[str], np.ndarray]:
   """Image ids (in order of first row) and their labels by majority of their readers."""
   # A column the file lacks is blank in every row: no reader's vote, so unknown (-1).

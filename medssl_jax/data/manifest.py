@@ -17,13 +17,13 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import pathlib
 import time
 from typing import Sequence
 
 import numpy as np
 
 from medssl_jax import errors
+from medssl_jax import paths as paths_lib
 from medssl_jax.data import decode
 from medssl_jax.data import download
 from medssl_jax.data import in_memory
@@ -194,7 +194,7 @@ def _report_bad(bad, total: int, where: str, bad_files: str, all_bad: bool) -> N
   if len(bad) > _MAX_LISTED:
     listing += f"\n  ... and {len(bad) - _MAX_LISTED} more"
   if bad_files == "stop" or all_bad:
-    error = (MissingImageFilesError if all(not os.path.exists(p) for p, _ in bad)
+    error = (MissingImageFilesError if all(not paths_lib.path(p).exists() for p, _ in bad)
              else BadImageFilesError)
     hint = ("" if all_bad else "; fix or remove them, or set bad_files='skip' "
             "(--config.data.bad_files=skip) to go on without them")
@@ -242,8 +242,8 @@ class CSVManifestSource(TableSource):
     _check_choice("channels", channels, decode.CHANNELS)
     if (split is None) != (split_column is None):
       raise errors.UserError("give both split and split_column, or neither")
-    self.csv_path = pathlib.Path(csv_path)
-    self.root = pathlib.Path(root) if root is not None else self.csv_path.parent
+    self.csv_path = paths_lib.path(csv_path)
+    self.root = paths_lib.path(root) if root is not None else self.csv_path.parent
     rows = table_lib.read_csv_rows(self.csv_path, [path_column, split_column, label_column,
                                                    label_name_column, group_column])
     table = table_lib.table_from_rows(
@@ -271,7 +271,7 @@ def _split_rows(rows, split_column, split, csv_path) -> np.ndarray | None:
   return keep
 
 
-def resolve_nih_cxr1000_dir(data_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+def resolve_nih_cxr1000_dir(data_dir: str | os.PathLike[str] | None = None) -> paths_lib.Path:
   """The directory holding nih_cxr1000's index.csv (never downloaded).
 
   Order: data_dir (or its nih_cxr1000/ subfolder) if given; else $MEDSSL_NIH_CXR1000_DIR;
@@ -279,17 +279,17 @@ def resolve_nih_cxr1000_dir(data_dir: str | os.PathLike[str] | None = None) -> p
   usually names the MedMNIST folder beside it).
   """
   if data_dir:
-    candidates = [pathlib.Path(data_dir), pathlib.Path(data_dir) / NIH_CXR1000]
+    candidates = [paths_lib.path(data_dir), paths_lib.path(data_dir) / NIH_CXR1000]
   elif os.environ.get(NIH_CXR1000_DIR_ENV):
-    candidates = [pathlib.Path(os.environ[NIH_CXR1000_DIR_ENV])]
+    candidates = [paths_lib.path(os.environ[NIH_CXR1000_DIR_ENV])]
   elif os.environ.get(download.DATA_DIR_ENV):
-    base = pathlib.Path(os.environ[download.DATA_DIR_ENV])
+    base = paths_lib.path(os.environ[download.DATA_DIR_ENV])
     candidates = [base / NIH_CXR1000, base / ".." / NIH_CXR1000]  # ".." works for "." too
   else:
     candidates = []
   for candidate in candidates:
-    if (candidate.expanduser() / "index.csv").is_file():
-      return candidate.expanduser()
+    if (candidate / "index.csv").is_file():
+      return candidate
   looked = ", ".join(str(c / "index.csv") for c in candidates) or "nowhere (nothing set)"
   raise errors.UserFileNotFoundError(
       f"{NIH_CXR1000} not found: looked for {looked}. It is not downloaded; point at the "

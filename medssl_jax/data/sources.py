@@ -12,6 +12,7 @@ every data set through the registry in catalog.py (`catalog.open_data(config.dat
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import pathlib
@@ -21,6 +22,7 @@ import zlib
 import numpy as np
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.data import download
 from medssl_jax.data import in_memory
 from medssl_jax.data import splits
@@ -127,7 +129,7 @@ def medmnist_url(name: str) -> str:
 
 
 def resolve_medmnist_file(name: str, data_dir: str | os.PathLike[str] | None = None,
-                          cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+                          cache_dir: str | os.PathLike[str] | None = None) -> paths.Path:
   """Returns the path of <name>.npz, downloading it into the cache only when needed.
 
   Order:
@@ -148,9 +150,9 @@ def resolve_medmnist_file(name: str, data_dir: str | os.PathLike[str] | None = N
   filename = f"{name}.npz"
   data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None  # "" counts as unset.
   if data_dir is not None:
-    local = pathlib.Path(data_dir).expanduser() / filename
-    if local.is_file():
-      return local
+    given = paths.path(data_dir) / filename  # local or a bucket
+    if given.is_file():
+      return given
   cached = pathlib.Path(cache_dir or default_cache_dir()).expanduser() / filename
   if data_dir is not None:
     logging.warning("%s is not in the data directory %s; using the cache copy at %s "
@@ -187,8 +189,8 @@ class MedMNISTSource(in_memory.InMemoryRecords):
     self.multi_label = self.info.multi_label
     self.class_names = self.info.class_names
 
-  def _load(self, path: pathlib.Path) -> None:
-    self.path = pathlib.Path(path)
+  def _load(self, path: paths.PathLike) -> None:
+    self.path = paths.path(path)
     images, labels = _read_split(self.path, self.split)
     self.images = _check_images(images, self.info, self.path, self.split)
     self.labels = _check_labels(labels, self.info, self.path, self.split, len(self.images))
@@ -198,31 +200,35 @@ class MedMNISTSource(in_memory.InMemoryRecords):
     self.image_shape = tuple(self.images.shape[1:])
 
   # Grain worker processes receive the source pickled: send the resolved path, not the
-  # arrays, and let each worker read the file again (no download: the path is local).
+  # arrays, and let each worker read the file again (no download: the path is resolved).
   def __getstate__(self):
     return {"name": self.name, "split": self.split, "path": str(self.path)}
 
   def __setstate__(self, state):
     self._describe(state["name"], state["split"])
-    self._load(pathlib.Path(state["path"]))
+    self._load(state["path"])
 
   def __repr__(self) -> str:
     return f"MedMNISTSource(name={self.name!r}, split={self.split!r}, size={len(self)})"
 
 
-def _corrupt(path: pathlib.Path, problem: str) -> errors.UserError:
+def _corrupt(path: paths.Path, problem: str) -> errors.UserError:
   return errors.UserError(f"{path} is not a valid MedMNIST file: {problem}. Delete it to download "
                           f"it again, or replace it with the official file.")
 
 
-def _read_split(path: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(path: paths.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Reads only the two arrays of one split; any unreadable file names its path."""
+  # A local file is read member by member; a bucket object is fetched whole first.
+  file = os.fspath(path) if not paths.is_remote(path) else io.BytesIO(path.read_bytes())
   # np.load would misreport a non-zip file as pickled data; say what is wrong instead.
-  if not zipfile.is_zipfile(path):
+  if not zipfile.is_zipfile(file):
     raise _corrupt(path, "it is not a complete .npz (zip) archive; it may be truncated")
+  if isinstance(file, io.BytesIO):
+    file.seek(0)  # is_zipfile read to the end; np.load reads from the current position
   unreadable = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
   try:
-    npz = np.load(path, allow_pickle=False)
+    npz = np.load(file, allow_pickle=False)
   except unreadable as e:
     raise _corrupt(path, f"cannot read it ({type(e).__name__}: {e})") from e
   with npz:
@@ -236,7 +242,7 @@ def _read_split(path: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]
       raise _corrupt(path, f"cannot read {split} arrays ({type(e).__name__}: {e})") from e
 
 
-def _check_images(images: np.ndarray, info: MedMNISTInfo, path: pathlib.Path,
+def _check_images(images: np.ndarray, info: MedMNISTInfo, path: paths.Path,
                   split: str) -> np.ndarray:
   if images.ndim == 3:
     images = images[..., None]
@@ -246,7 +252,7 @@ def _check_images(images: np.ndarray, info: MedMNISTInfo, path: pathlib.Path,
   return images
 
 
-def _check_labels(labels: np.ndarray, info: MedMNISTInfo, path: pathlib.Path, split: str,
+def _check_labels(labels: np.ndarray, info: MedMNISTInfo, path: paths.Path, split: str,
                   n: int) -> np.ndarray:
   width = info.num_classes if info.multi_label else 1
   if labels.ndim == 1 and not info.multi_label:

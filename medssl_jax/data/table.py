@@ -12,14 +12,15 @@ import collections
 import csv
 import dataclasses
 import gzip
+import io
 import math
 import os
-import pathlib
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from medssl_jax import errors
+from medssl_jax import paths as paths_lib
 from medssl_jax.data import splits as splits_lib
 
 # A split column's values when no split_values are given: ours, and the usual spellings of
@@ -117,12 +118,15 @@ def row_indices(rows, n: int) -> np.ndarray:
 def read_csv_rows(csv_path: str | os.PathLike[str], columns: Sequence[str | None] = ()
                   ) -> list[dict[str, str]]:
   """Every row of a CSV (.csv or .csv.gz) as a dict; raises naming any missing column."""
-  csv_path = pathlib.Path(csv_path)
+  csv_path = paths_lib.path(csv_path)
   if not csv_path.is_file():
     raise errors.UserFileNotFoundError(f"manifest {csv_path} does not exist")
-  opener = gzip.open if csv_path.suffix == ".gz" else open
+  with csv_path.open("rb") as raw:
+    data = raw.read()
+  if csv_path.suffix == ".gz":
+    data = gzip.decompress(data)
   # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would rename column 1.
-  with opener(csv_path, "rt", newline="", encoding="utf-8-sig") as f:
+  with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="") as f:
     reader = csv.DictReader(f)
     rows = list(reader)
     header = reader.fieldnames or []
@@ -274,7 +278,7 @@ def read_csv_table(csv_path: str | os.PathLike[str],
       "ones" -> 1 (CheXpert's U-Ignore, U-Zeros, U-Ones).
     name: the data set's name; default: the CSV's folder name.
   """
-  csv_path = pathlib.Path(csv_path)
+  csv_path = paths_lib.path(csv_path)
   if label_column and label_columns:
     raise errors.UserError("give label_column (one class column) or label_columns (several binary "
                            "columns), not both")
@@ -288,15 +292,15 @@ def read_csv_table(csv_path: str | os.PathLike[str],
       uncertain=uncertain, name=name)
 
 
-def table_from_rows(rows, csv_path: pathlib.Path, root, *, path_column, label_column,
+def table_from_rows(rows, csv_path: paths_lib.Path, root, *, path_column, label_column,
                     label_columns, label_name_column, group_column, split_column,
                     split_values, uncertain, name) -> Table:
   """The table of CSV rows already read from csv_path; arguments as read_csv_table's."""
-  root = pathlib.Path(root) if root is not None else csv_path.parent
+  root = paths_lib.path(root) if root is not None else csv_path.parent
   blank = [n for n, row in enumerate(rows, 2) if not row[path_column].strip()]
   if blank:
     raise errors.UserError(f"{csv_path} line {blank[0]}: {path_column} is blank")
-  paths = tuple(str(root / row[path_column].strip()) for row in rows)
+  paths = tuple(paths_lib.join(root, row[path_column].strip()) for row in rows)
   if label_columns:
     labels = binary_labels(rows, label_columns, uncertain, str(csv_path))
     class_names = label_columns

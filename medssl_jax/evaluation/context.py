@@ -6,8 +6,6 @@ disk per checkpoint, so the probes, kNN, label fractions and transfer all share 
 """
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,6 +14,7 @@ import numpy as np
 from medssl_jax import augment
 from medssl_jax import errors
 from medssl_jax import methods
+from medssl_jax import paths
 from medssl_jax.data import catalog
 from medssl_jax.data import pipeline
 from medssl_jax.data import splits
@@ -66,7 +65,7 @@ class EvalRun:
     if not config.pretrain_workdir:
       raise errors.UserError("set --config.pretrain_workdir to a pretraining workdir")
     self.config = config
-    self.workdir = pathlib.Path(config.pretrain_workdir).absolute()
+    self.workdir = paths.path(config.pretrain_workdir)
     self.pretrain_config, self.variables, self.step = checkpointing.restore_variables(self.workdir, step)
     self.data = data_config(config, self.pretrain_config)
     self.splits = {role: catalog.open_data(self.data, config.data[f"{role}_split"]) for role in ROLES}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pathlib
 from typing import Callable
 
 import jax
 import numpy as np
 from absl import logging
+
+from medssl_jax import paths
 
 
 def cache_key(**parts) -> str:
@@ -32,7 +33,7 @@ class FeatureCache:
   """
 
   def __init__(self, directory: str | os.PathLike[str] | None):
-    self.directory = pathlib.Path(directory) if directory else None
+    self.directory = paths.path(directory) if directory else None
     self.hits = 0    # read from disk
     self.misses = 0  # extracted
     self._memory = {}  # evaluations of one run share arrays without rereading them
@@ -49,13 +50,10 @@ class FeatureCache:
     path = self.directory / f"{name}-{key}.npy"
     if path.is_file():
       self.hits += 1
-      return np.load(path)
+      return paths.load_npy(path)
     self.misses += 1
     array = np.asarray(compute())
     if jax.process_index() == 0:
-      self.directory.mkdir(parents=True, exist_ok=True)
-      partial = path.with_suffix(".partial.npy")
-      np.save(partial, array)
-      os.replace(partial, path)
+      paths.save_npy(path, array)
       logging.info("cached %s features %s at %s", name, array.shape, path)
     return array

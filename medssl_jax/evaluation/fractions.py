@@ -278,4 +278,4 @@ def plot_fractions(summaries: Mapping[str, Mapping[str, dict]], path, metric_nam
   ax.legend(frameon=False)
   ax.set_title(textwrap.fill(title, 80), fontsize=10)
   fig.tight_layout()
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save_figure(fig, path)

@@ -1,7 +1,7 @@
 """Plots written as PNG files (matplotlib's Agg backend: no display needed)."""
 from __future__ import annotations
 
-import pathlib
+import io
 import textwrap
 
 import matplotlib
@@ -10,8 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
+from medssl_jax import paths
 
-def scatter_2d(points: np.ndarray, labels: np.ndarray, class_names, path, title: str = "") -> pathlib.Path:
+
+def scatter_2d(points: np.ndarray, labels: np.ndarray, class_names, path, title: str = "") -> paths.Path:
   """2-D embedding, one colour per class, legend with class names."""
   fig, ax = plt.subplots(figsize=(10, 7), dpi=120)
   colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -27,19 +29,18 @@ def scatter_2d(points: np.ndarray, labels: np.ndarray, class_names, path, title:
   ax.set_xticks([])
   ax.set_yticks([])
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
-def _save(fig, path) -> pathlib.Path:
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
+def save_figure(fig, path) -> paths.Path:
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
   plt.close(fig)
-  return path
+  return paths.write_bytes_atomic(path, buffer.getvalue())
 
 
 def heatmap(matrix: np.ndarray, row_labels, col_labels, path, *, title: str = "",
-            value_label: str = "", row_title: str = "", col_title: str = "") -> pathlib.Path:
+            value_label: str = "", row_title: str = "", col_title: str = "") -> paths.Path:
   """A matrix with its value written in every cell; NaN cells (not measured) left blank."""
   n_rows, n_cols = matrix.shape
   fig, ax = plt.subplots(figsize=(1.1 * n_cols + 3, 0.8 * n_rows + 2), dpi=120)
@@ -59,10 +60,10 @@ def heatmap(matrix: np.ndarray, row_labels, col_labels, path, *, title: str = ""
   fig.colorbar(image, ax=ax, label=value_label, shrink=0.8)
   ax.set_title(textwrap.fill(title, 60), fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
-def image_grid(rows: np.ndarray, path, *, row_labels=(), col_labels=(), title: str = "") -> pathlib.Path:
+def image_grid(rows: np.ndarray, path, *, row_labels=(), col_labels=(), title: str = "") -> paths.Path:
   """Images in a grid: rows [R, C, H, W, channels] of floats in [0, 1] (1 channel drawn grey)."""
   n_rows, n_cols = rows.shape[:2]
   fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.3 * n_rows + 0.6), dpi=120,
@@ -83,4 +84,4 @@ def image_grid(rows: np.ndarray, path, *, row_labels=(), col_labels=(), title: s
         ax.set_ylabel(row_labels[i], fontsize=7)
   fig.suptitle(textwrap.fill(title, 90), fontsize=9)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -10,7 +10,6 @@ new checkpoint of a running pretraining workdir is evaluated as it appears (see 
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 
 import jax
@@ -18,6 +17,7 @@ import ml_collections
 from absl import logging
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.evaluation import context
 from medssl_jax.evaluation import report
 from medssl_jax.evaluation import suite
@@ -40,16 +40,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   suite.probe_kind(config, 0)
 
 
-def feature_cache_dir(config, workdir: pathlib.Path) -> pathlib.Path | None:
+def feature_cache_dir(config, workdir: paths.Path) -> paths.Path | None:
   if not config.feature_cache:
     return None
-  return pathlib.Path(config.feature_cache_dir or workdir / "feature_cache")
+  return paths.path(config.feature_cache_dir or workdir / "feature_cache")
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir, step: int | None = None) -> dict:
   """Runs every evaluation in config.evaluations on one checkpoint; writes results.json/.md."""
   check_config(config)
-  workdir = pathlib.Path(workdir)
+  workdir = paths.path(workdir)
   if step is None and config.step >= 0:
     step = config.step
   run = context.EvalRun(config, step, cache_dir=feature_cache_dir(config, workdir))
@@ -67,7 +67,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, step: int | None = None
 
 
 def write_results(results: dict, workdir) -> None:
-  workdir = pathlib.Path(workdir)
+  workdir = paths.path(workdir)
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
@@ -96,7 +96,7 @@ def watch(config: ml_collections.ConfigDict, workdir, *, sleep=time.sleep) -> li
   Returns the steps evaluated.
   """
   check_config(config)
-  workdir, run_dir = pathlib.Path(workdir), pathlib.Path(config.pretrain_workdir)
+  workdir, run_dir = paths.path(workdir), paths.path(config.pretrain_workdir)
   final_step = checkpointing.load_config(run_dir).num_steps
   writer = writers.MetricWriter(run_dir, WATCH_LOG)
   done = set()

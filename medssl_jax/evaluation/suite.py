@@ -6,13 +6,14 @@ what it must beat. Plots are written to the eval workdir by process 0.
 """
 from __future__ import annotations
 
-import pathlib
+import io
 
 import jax
 import numpy as np
 from absl import logging
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.data import catalog
 from medssl_jax.evaluation import embedding2d
 from medssl_jax.evaluation import finetune as finetune_lib
@@ -55,7 +56,7 @@ def _probe(run, representation: str):
   return memo[representation]
 
 
-def linear_probe(run, workdir: pathlib.Path) -> dict:
+def linear_probe(run, workdir: paths.Path) -> dict:
   del workdir
   results = {}
   for name in run.representations:
@@ -70,7 +71,7 @@ def linear_probe(run, workdir: pathlib.Path) -> dict:
   return results
 
 
-def knn(run, workdir: pathlib.Path) -> dict:
+def knn(run, workdir: paths.Path) -> dict:
   """Cosine kNN with a similarity-weighted vote: train split as the bank, test as queries."""
   del workdir
   config, labels = run.config.knn, run.labels()
@@ -96,7 +97,7 @@ def _finetune_one(run, variables, train_indices=None, seed=None) -> dict:
       train_indices=train_indices, n_boot=run.config.n_boot)
 
 
-def finetune(run, workdir: pathlib.Path) -> dict:
+def finetune(run, workdir: paths.Path) -> dict:
   """End to end with labels, from the pretrained backbone and from random init (supervised)."""
   del workdir
   logging.info("fine-tuning the pretrained backbone")
@@ -135,7 +136,7 @@ def _fraction_score(run, protocol: str, representation: str, indices: np.ndarray
   return memo[key]
 
 
-def label_fractions(run, workdir: pathlib.Path) -> dict:
+def label_fractions(run, workdir: paths.Path) -> dict:
   """Each protocol on 1%, 10%, 100% (configurable) of the labelled training split, drawn per
   class (and per patient where the data has patients), repeated over seeds: mean and 95% CI."""
   config = run.config.label_fractions
@@ -186,7 +187,7 @@ def _mapped_labels(target_labels, target_names, probe_names, label_map) -> tuple
   return mapped, mapped >= 0
 
 
-def transfer(run, workdir: pathlib.Path) -> dict:
+def transfer(run, workdir: paths.Path) -> dict:
   """Probes fitted on this run's data applied, unchanged, to another data set whose classes
   map onto them (config.transfer.label_map: (target class, probe class) pairs)."""
   del workdir
@@ -213,7 +214,7 @@ def transfer(run, workdir: pathlib.Path) -> dict:
   return results
 
 
-def embedding_2d(run, workdir: pathlib.Path) -> dict:
+def embedding_2d(run, workdir: paths.Path) -> dict:
   """The 2-D map of every image: the network's own 2-D output (t-SimCNE) or t-SNE of frozen
   features. Writes embedding_2d.npz (points, labels, split) and embedding_2d.png."""
   config = run.config.embedding_2d
@@ -240,9 +241,11 @@ def embedding_2d(run, workdir: pathlib.Path) -> dict:
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     roles = list(outputs)
-    np.savez(workdir / "embedding_2d.npz", points=np.concatenate([outputs[r] for r in roles]),
+    buffer = io.BytesIO()
+    np.savez(buffer, points=np.concatenate([outputs[r] for r in roles]),
              labels=np.concatenate([labels[r] for r in roles]),
              split=np.concatenate([np.full(len(outputs[r]), r) for r in roles]))
+    paths.write_bytes_atomic(workdir / "embedding_2d.npz", buffer.getvalue())
     plots.scatter_2d(np.concatenate(list(outputs.values())), np.concatenate(list(labels.values())),
                      run.splits["train"].class_names, workdir / "embedding_2d.png",
                      title=f"{run.pretrain_config.method} {kind} 2-D map of {run.splits['test'].name}: "

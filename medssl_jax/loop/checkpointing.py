@@ -4,7 +4,6 @@ config compatibility check that runs before anything is written.
 from __future__ import annotations
 
 import json
-import pathlib
 
 import grain
 import jax
@@ -12,6 +11,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from medssl_jax import errors
+from medssl_jax import paths
 
 CONFIG_FILE = "config.json"
 # Config keys of the loop that decide the shapes and structure of the saved state: a checkpoint
@@ -25,11 +25,11 @@ class IncompatibleCheckpointError(errors.UserError):
 
 def create_manager(workdir, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options)
+  return ocp.CheckpointManager(paths.path(workdir) / "checkpoints", options=options)
 
 
 def has_checkpoint(workdir) -> bool:
-  directory = pathlib.Path(workdir) / "checkpoints"
+  directory = paths.path(workdir) / "checkpoints"
   return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
@@ -87,7 +87,7 @@ def structural_differences(saved: dict, current: dict, structural_keys) -> list[
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = paths.path(workdir) / CONFIG_FILE
   if not path.exists():
     raise errors.UserFileNotFoundError(f"{path} not found: {workdir} is not a medssl-jax pretraining workdir")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -96,7 +96,7 @@ def load_config(workdir) -> ml_collections.ConfigDict:
 def check_compatible(workdir, config: ml_collections.ConfigDict, structural_keys) -> None:
   """Raises IncompatibleCheckpointError if `workdir` holds a run whose config differs from
   `config` in one of `structural_keys` (LOOP_STRUCTURAL_KEYS and the method's)."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = paths.path(workdir) / CONFIG_FILE
   if not path.exists():
     return
   differences = structural_differences(json.loads(path.read_text()), json.loads(config.to_json()),
@@ -108,20 +108,20 @@ def check_compatible(workdir, config: ml_collections.ConfigDict, structural_keys
 
 
 def write_config(workdir, config: ml_collections.ConfigDict) -> None:
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = paths.path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(config.to_json(indent=2))
 
 
 def _read_only_manager(workdir) -> ocp.CheckpointManager:
-  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  directory = paths.path(workdir) / "checkpoints"
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
                                item_handlers={"state": ocp.StandardCheckpointHandler()})
 
 
 def checkpoint_steps(workdir) -> list[int]:
   """The steps of the finished checkpoints in a workdir (Orbax lists none still being written)."""
-  if not (pathlib.Path(workdir) / "checkpoints").is_dir():
+  if not (paths.path(workdir) / "checkpoints").is_dir():
     return []
   return sorted(_read_only_manager(workdir).all_steps())
 
@@ -132,7 +132,7 @@ def restore_variables(workdir, step: int | None = None):
   Returns (pretraining config, {"params", "batch_stats"}, step).
   """
   config = load_config(workdir)
-  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  directory = paths.path(workdir) / "checkpoints"
   manager = _read_only_manager(workdir)
   steps = manager.all_steps()
   if not steps:

@@ -7,7 +7,6 @@ The step is a pure function of (state, batch, base key): per-step randomness com
 from __future__ import annotations
 
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ from absl import logging
 
 from medssl_jax import augment
 from medssl_jax import methods
+from medssl_jax import paths
 from medssl_jax.data import catalog
 from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
@@ -122,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   Everything that can reject the run (data, config, batch size, an incompatible workdir)
   is checked before anything is written to `workdir`.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = paths.path(workdir)
   mesh = sharding.create_mesh() if mesh is None else mesh
   sharding.check_batch_size(config.batch_size, mesh)
   method = methods.get_method(config.method)

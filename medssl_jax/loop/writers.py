@@ -1,16 +1,18 @@
 """Metrics to TensorBoard event files and a JSONL file, and a progress line with images/s and ETA.
 
-Only process 0 writes. TensorBoard files come from tensorboardX, which needs no TensorFlow.
+Only process 0 writes. TensorBoard files come from tensorboardX, which needs no TensorFlow
+and writes gs:// itself (through google-cloud-storage).
 """
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 
 import jax
 import numpy as np
 from absl import logging
+
+from medssl_jax import paths
 
 
 def _to_python(value):
@@ -19,15 +21,22 @@ def _to_python(value):
 
 
 class MetricWriter:
-  """Appends {"step": s, **metrics} lines to workdir/metrics.jsonl and scalars to TensorBoard."""
+  """Appends {"step": s, **metrics} lines to workdir/metrics.jsonl and scalars to TensorBoard.
 
-  def __init__(self, workdir: str | pathlib.Path, filename: str = "metrics.jsonl"):
+  A bucket object cannot be appended to, so in a bucket the file is rewritten whole at each
+  write (its lines are kept in memory: a few per logging interval).
+  """
+
+  def __init__(self, workdir: paths.PathLike, filename: str = "metrics.jsonl"):
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
-    workdir = pathlib.Path(workdir)
+    workdir = paths.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     self.jsonl_path = workdir / filename
+    self._remote_text = None
+    if paths.is_remote(workdir):
+      self._remote_text = self.jsonl_path.read_text() if self.jsonl_path.exists() else ""
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
@@ -35,8 +44,13 @@ class MetricWriter:
     if not self.enabled:
       return
     scalars = {k: _to_python(v) for k, v in scalars.items()}
-    with self.jsonl_path.open("a") as f:
-      f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    line = json.dumps({"step": int(step), **scalars}) + "\n"
+    if self._remote_text is None:
+      with self.jsonl_path.open("a") as f:
+        f.write(line)
+    else:
+      self._remote_text += line
+      self.jsonl_path.write_text(self._remote_text)
     for name, value in scalars.items():
       if isinstance(value, (int, float)):
         self._tensorboard.add_scalar(name, value, global_step=int(step))

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import pathlib
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.loop import checkpointing
 from medssl_jax.models import resnet
 
@@ -43,7 +43,7 @@ def describe(config, backbone_params, step: int, workdir, modules=("backbone",))
                 "channels": input_channels(backbone_params),
                 "scaling": INPUT_SCALING},
       "method": config.method, "step": int(step), "data": config.data.name,
-      "source_workdir": str(pathlib.Path(workdir).absolute()),
+      "source_workdir": str(paths.path(workdir)),
       "modules": list(modules),
   }
   if model.name in resnet.ARCHITECTURES:
@@ -58,7 +58,7 @@ def _modules_tree(variables, modules) -> dict:
 
 def export(workdir, out_dir, *, step: int | None = None, include_projector: bool = False) -> dict:
   """Writes the export of `workdir`'s checkpoint (latest or `step`) to `out_dir`; returns its info."""
-  out_dir = pathlib.Path(out_dir).absolute()
+  out_dir = paths.path(out_dir)
   if out_dir.exists() and any(out_dir.iterdir()):
     raise errors.UserFileExistsError(f"{out_dir} exists and is not empty; choose a new --out")
   config, variables, step = checkpointing.restore_variables(workdir, step)
@@ -76,12 +76,12 @@ def export(workdir, out_dir, *, step: int | None = None, include_projector: bool
 
 
 def is_export(path) -> bool:
-  return (pathlib.Path(path) / INFO_FILE).is_file()
+  return (paths.path(path) / INFO_FILE).is_file()
 
 
 def load(path) -> tuple[dict, dict]:
   """(info, {module: {"params", "batch_stats"}}) of an export, as host arrays."""
-  path = pathlib.Path(path).absolute()
+  path = paths.path(path)
   if not is_export(path):
     raise errors.UserFileNotFoundError(f"{path / INFO_FILE} not found: {path} is not an exported backbone "
                                        "(write one with medssl-export)")

@@ -12,13 +12,13 @@ and the optimizer starts fresh. A source of another architecture is refused, nam
 from __future__ import annotations
 
 import json
-import pathlib
 
 import flax
 import jax
 from absl import logging
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.loop import checkpointing
 from medssl_jax.weights import export
 from medssl_jax.weights import torch_weights
@@ -98,4 +98,4 @@ def initialize_from(params, batch_stats, config) -> tuple[dict, dict, dict]:
 
 def write_record(workdir, record: dict) -> None:
   """Keeps, next to the run's config.json, where its initial weights came from."""
-  (pathlib.Path(workdir) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+  (paths.path(workdir) / RECORD_FILE).write_text(json.dumps(record, indent=2))

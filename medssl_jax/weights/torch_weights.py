@@ -13,12 +13,13 @@ over its three input channels, which is exact for a grey image repeated as RGB.
 """
 from __future__ import annotations
 
-import pathlib
+import io
 import re
 
 import numpy as np
 
 from medssl_jax import errors
+from medssl_jax import paths
 from medssl_jax.models import resnet
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -27,12 +28,12 @@ _BLOCK_KEY = re.compile(r"^layer(\d)\.(\d+)\.")
 
 
 def is_weights_file(path) -> bool:
-  return pathlib.Path(path).suffix in TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)
+  return paths.path(path).suffix in TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
   """The file's tensors as NumPy arrays, keyed as in the PyTorch state_dict."""
-  path = pathlib.Path(path)
+  path = paths.path(path)
   if not path.is_file():
     raise errors.UserFileNotFoundError(f"weights file {path} not found")
   if not is_weights_file(path):
@@ -56,12 +57,12 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
   return {k.removeprefix("module."): v for k, v in tensors.items()}
 
 
-def _load_safetensors(path: pathlib.Path) -> dict:
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-  return load_file(str(path))
+def _load_safetensors(path: paths.Path) -> dict:
+  from safetensors.numpy import load  # pylint: disable=g-import-not-at-top
+  return load(path.read_bytes())
 
 
-def _load_torch(path: pathlib.Path) -> dict:
+def _load_torch(path: paths.Path) -> dict:
   """A torch file's (possibly nested) dict with every tensor as a NumPy array."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -74,7 +75,7 @@ def _load_torch(path: pathlib.Path) -> dict:
     if isinstance(value, dict):
       return {k: to_numpy(v) for k, v in value.items()}
     return value
-  loaded = torch.load(path, map_location="cpu", weights_only=True)
+  loaded = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
   if not isinstance(loaded, dict):
     raise TypeError(f"holds a {type(loaded).__name__}, not a state_dict")
   return to_numpy(loaded)

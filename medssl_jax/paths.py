@@ -1,0 +1,86 @@
+"""The one place that turns a user-given path into something to open: a local path or a
+bucket path (gs://BUCKET/..., or any other fsspec URL), through etils.epath.
+
+`pathlib.Path("gs://bucket/run")` is the local relative path "gs:/bucket/run"; every
+workdir, data directory, CSV, export and output goes through `paths.path` instead, so the
+same code reads and writes local disk and Cloud Storage. gs:// needs gcsfs (installed with
+this package); credentials are the usual Application Default Credentials.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Union
+
+import fsspec
+from etils import epath
+
+# gcsfs caches directory listings forever by default, so a process would never see
+# checkpoints another process (a training run, a watcher) wrote after its first listing.
+# Listings are rare here (checkpoint steps, data folders): always ask the bucket.
+fsspec.config.conf.setdefault("gs", {}).setdefault("cache_timeout", 0)
+
+Path = epath.Path
+PathLike = Union[str, os.PathLike]
+
+
+def is_remote(path: PathLike) -> bool:
+  """True for a URL such as gs://bucket/x; False for a local path."""
+  return "://" in os.fspath(path)
+
+
+def path(value: PathLike) -> epath.Path:
+  """`value` as an epath.Path: "~" expanded and made absolute when local, unchanged when remote.
+
+  Local paths are made absolute so that Orbax (which wants absolute directories) and
+  subprocesses with another working directory see the same place.
+  """
+  text = os.fspath(value)
+  if is_remote(text):
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def local_path(value: PathLike) -> str:
+  """The local filesystem path of `value`, for libraries that cannot read buckets; raises a
+  UserError for a remote path."""
+  from medssl_jax import errors  # pylint: disable=g-import-not-at-top
+  if is_remote(value):
+    raise errors.UserError(f"{value} must be a local path here")
+  return os.path.abspath(os.path.expanduser(os.fspath(value)))
+
+
+def write_bytes_atomic(target: PathLike, data: bytes) -> epath.Path:
+  """Writes `data` so that readers see the old file or the whole new one, never a part: a
+  local file is written beside and renamed over; a bucket object only appears once its
+  upload completes."""
+  target = path(target)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if is_remote(target):
+    target.write_bytes(data)
+    return target
+  partial = target.with_name(target.name + ".partial")
+  partial.write_bytes(data)
+  os.replace(partial, target)
+  return target
+
+
+def save_npy(target: PathLike, array) -> epath.Path:
+  """np.save to a local or bucket path, atomically."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  np.save(buffer, array, allow_pickle=False)
+  return write_bytes_atomic(target, buffer.getvalue())
+
+
+def load_npy(source: PathLike):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return np.load(io.BytesIO(path(source).read_bytes()), allow_pickle=False)
+
+
+def join(root: PathLike, relative: str) -> str:
+  """`relative` (a CSV's image path) under `root`, as a string; absolute local paths and
+  URLs are kept as they are."""
+  if is_remote(relative) or os.path.isabs(relative):
+    return relative
+  return str(path(root) / relative)

@@ -1,0 +1,150 @@
+"""Runs that live in a bucket, against a local GCS emulator (tests/gcs_emulator.py says what
+the emulator does not cover): training killed with SIGKILL and resumed in gs://, evaluation,
+export and init_from through the bucket, ArrayRecord shards and a CSV manifest whose images
+are in the bucket; and no local folder named "gs:" anywhere afterwards."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import gcs_emulator
+import jax
+import numpy as np
+import pytest
+from etils import epath
+
+from medssl_jax.cli import convert
+from medssl_jax.data import catalog
+from medssl_jax.evaluation import runner
+from medssl_jax.loop import checkpointing
+from medssl_jax.loop import configuration
+from medssl_jax.loop import defaults
+from medssl_jax.loop import pretrain
+
+from conftest import REPO_ROOT
+
+TINY = ["--config.model.width=0.0625", "--config.model.projector_hidden_dim=32",
+        "--config.model.projector_dim=16", "--config.batch_size=16", "--config.num_steps=8",
+        "--config.log_every=1", "--config.checkpoint_every=2", "--config.optim.warmup_steps=2"]
+
+
+def _train_command(workdir, data_dir):
+  config = REPO_ROOT / "configs" / "simclr_pneumoniamnist.py"
+  return [sys.executable, "-m", "medssl_jax.cli.train", f"--config={config}", f"--workdir={workdir}",
+          f"--config.data.dir={data_dir}", *TINY]
+
+
+def _no_local_gs_folder(*roots):
+  for root in roots:
+    found = [p for p in pathlib.Path(root).rglob("gs:*")]
+    assert not found, f"local paths named like a bucket: {found[:5]}"
+  assert not pathlib.Path("gs:").exists()
+
+
+@pytest.fixture
+def bucket_with_data(gcs_bucket, medmnist_dir):
+  gcs_emulator.upload(medmnist_dir / "pneumoniamnist.npz", f"{gcs_bucket}/medmnist/pneumoniamnist.npz")
+  return gcs_bucket
+
+
+def test_training_in_a_bucket_survives_sigkill_and_matches_local(bucket_with_data, medmnist_dir,
+                                                                 tmp_path):
+  bucket = bucket_with_data
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  workdir = f"{bucket}/run"
+  process = subprocess.Popen(_train_command(workdir, f"{bucket}/medmnist"), cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = epath.Path(workdir) / "metrics.jsonl"
+  deadline = time.monotonic() + 300
+  # Killed once a checkpoint is committed and the run has gone on (it may be mid-save).
+  while not (checkpointing.checkpoint_steps(workdir) and metrics.exists()
+             and metrics.read_text().count("\n") >= 3):
+    assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+    time.sleep(0.3)
+  process.send_signal(signal.SIGKILL)  # no chance to save: resume from what was committed
+  process.wait(timeout=60)
+
+  resumed = subprocess.run(_train_command(workdir, f"{bucket}/medmnist"), cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step" in resumed.stderr
+
+  local = subprocess.run(_train_command(tmp_path / "local", medmnist_dir), cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert local.returncode == 0, local.stderr[-3000:]
+  _, expected, _ = checkpointing.restore_variables(tmp_path / "local", 8)
+  _, actual, _ = checkpointing.restore_variables(workdir, 8)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, expected, actual)
+  for name in ("config.json", "metrics.jsonl"):
+    assert (epath.Path(workdir) / name).is_file()
+  assert list((epath.Path(workdir) / "tensorboard").iterdir()), "no TensorBoard events in the bucket"
+  steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+  assert steps[-1] == 8
+  _no_local_gs_folder(tmp_path, REPO_ROOT)
+
+
+def test_evaluate_export_and_init_from_through_the_bucket(bucket_with_data, tiny_config, tmp_path):
+  bucket = bucket_with_data
+  config = tiny_config
+  config.data.dir = f"{bucket}/medmnist"
+  config.num_steps, config.checkpoint_every = 2, 2
+  pretrain.run(config, f"{bucket}/run")
+
+  eval_config = configuration.load_config_file(str(REPO_ROOT / "configs" / "eval" / "linear_probe.py"))
+  eval_config.pretrain_workdir = f"{bucket}/run"
+  eval_config.baselines, eval_config.n_boot, eval_config.probe.Cs = (), 20, (1.0,)
+  results = runner.evaluate(eval_config, f"{bucket}/eval")
+  out = epath.Path(f"{bucket}/eval")
+  assert json.loads((out / "results.json").read_text())["step"] == 2
+  assert "Linear probe" in (out / "results.md").read_text()
+  assert len(list((out / "feature_cache").glob("*.npy"))) == 3  # train, val, test features
+  assert 0.0 <= results["linear_probe"]["pretrained"]["auroc"] <= 1.0
+
+  exported = subprocess.run(
+      [sys.executable, "-m", "medssl_jax.cli.export", f"--workdir={bucket}/run",
+       f"--out={bucket}/export"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  assert exported.returncode == 0, exported.stderr[-3000:]
+
+  config.init_from, config.num_steps = f"{bucket}/export", 1
+  pretrain.run(config, f"{bucket}/from_export")
+  record = json.loads(epath.Path(f"{bucket}/from_export/init.json").read_text())
+  assert record["kind"] == "export" and record["copied"]
+  _no_local_gs_folder(tmp_path, REPO_ROOT)
+
+
+def test_array_record_shards_and_a_csv_of_images_in_the_bucket(gcs_bucket, shared_data,
+                                                               synthetic_config, tmp_path):
+  # Shards converted straight into the bucket, then trained from.
+  data = defaults.pretraining().data
+  data.name, data.dir, data.image_size = "nih_cxr1000", str(shared_data / "nih_cxr1000"), 32
+  data.split.update(by="group", fractions=(0.6, 0.2, 0.2))
+  convert.convert(data, f"{gcs_bucket}/shards", split_names=("train",))
+  config = synthetic_config
+  config.data.name, config.data.dir = "array_record", f"{gcs_bucket}/shards"
+  config.num_steps, config.checkpoint_every = 2, 2
+  source = catalog.open_data(config.data, "train")
+  original = catalog.open_data(data, "train")
+  np.testing.assert_array_equal(source[5]["image"], original[5]["image"])
+  pretrain.run(config, tmp_path / "from_shards")
+
+  # A hospital-style CSV in the bucket listing images in the bucket (relative paths).
+  rows = [line.split(",") for line in (shared_data / "nih_cxr1000" / "index.csv").read_text().splitlines()]
+  header, rows = rows[0], rows[1:41]
+  column = header.index("relpath")
+  lines = ["path,label,patient"]
+  for row in rows:
+    gcs_emulator.upload(shared_data / "nih_cxr1000" / row[column], f"{gcs_bucket}/images/{row[column]}")
+    lines.append(f"images/{row[column]},{row[header.index('label')]},{row[header.index('patient_id')]}")
+  epath.Path(f"{gcs_bucket}/manifest.csv").write_text("\n".join(lines) + "\n")
+  config = synthetic_config
+  config.data.name, config.data.dir = "csv", ""
+  config.data.manifest.csv = f"{gcs_bucket}/manifest.csv"
+  config.data.manifest.label_column, config.data.manifest.group_column = "label", "patient"
+  config.data.image_size, config.data.split.by = 32, "group"
+  config.init_from = ""
+  pretrain.run(config, tmp_path / "from_csv")
+  assert checkpointing.checkpoint_steps(tmp_path / "from_csv") == [2]
+  _no_local_gs_folder(tmp_path, REPO_ROOT)
