@@ -2,7 +2,7 @@
 
 Command (on every host; see launch/ for pods and clusters):
   python -m medssl_jax.cli.train --config=configs/micle_resnet50.py --workdir=gs://BUCKET/micle_r50 \
-      --config.data.name=NAME --config.data.dir=DIR \
+      --config.data.name=array_record --config.data.dir=gs://BUCKET/SHARDS \
       --config.init_from=gs://BUCKET/simclr_r50   # optional: continue from a SimCLR run,
       #   or from ImageNet weights you have: --config.init_from=/path/resnet50.pth (torchvision)
 

@@ -2,9 +2,10 @@
 
 Command (on every host of a TPU pod, or every node of a GPU cluster; see launch/):
   python -m medssl_jax.cli.train --config=configs/simclr_resnet50.py --workdir=gs://BUCKET/simclr_r50 \
-      --config.data.name=NAME --config.data.dir=DIR
+      --config.data.name=array_record --config.data.dir=gs://BUCKET/SHARDS
 
-Needs: a data set stored at 224 px (or larger; views are cropped and resized to 224),
+Needs: a data set stored at 224 px (or larger; views are cropped and resized to 224), e.g.
+ArrayRecord shards written into the bucket by medssl-convert --out=gs://BUCKET/SHARDS,
 at least 8 accelerators with 16 GiB each for batch 4096 in bf16.
 Should reach: SimCLR's ImageNet recipe (Chen et al. 2020: 800 epochs, batch 4096, LARS with
 lr 0.3 x batch/256, temperature 0.1, weight decay 1e-6) gives a 69.3% top-1 linear probe on

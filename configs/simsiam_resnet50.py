@@ -2,7 +2,7 @@
 
 Command (on every host of a TPU pod, or every node of a GPU cluster; see launch/):
   python -m medssl_jax.cli.train --config=configs/simsiam_resnet50.py --workdir=gs://BUCKET/simsiam_r50 \
-      --config.data.name=NAME --config.data.dir=DIR
+      --config.data.name=array_record --config.data.dir=gs://BUCKET/SHARDS
 
 Needs: a data set stored at 224 px (or larger; views are cropped and resized to 224),
 8 accelerators with 16 GiB each for batch 512 in bf16.

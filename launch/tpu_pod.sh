@@ -11,7 +11,9 @@
 # The workdir must be ONE place that all workers see: a gs://BUCKET/PATH (Orbax writes
 # checkpoints to gs:// directly) or a filesystem mounted on every worker. A local path gives
 # each worker its own partial checkpoint. The data (--config.data.dir) must be readable from
-# every worker as well (a copy on each worker, or a mounted shared filesystem).
+# every worker as well: best in the same bucket (gs://BUCKET/shards from medssl-convert
+# --out=gs://..., or .npz files), else a copy on each worker or a mounted filesystem. Every
+# path the code opens may be gs:// (README, "Runs in a bucket").
 #
 # Usage: launch/tpu_pod.sh [OPTIONS] COMMAND [ARGS]
 #   create           gcloud compute tpus tpu-vm create (with --spot or --preemptible if given)
@@ -46,7 +48,7 @@
 #   launch/tpu_pod.sh create --spot
 #   launch/tpu_pod.sh copy && launch/tpu_pod.sh install
 #   launch/tpu_pod.sh run --config=configs/simclr_resnet50.py --workdir=gs://BUCKET/simclr_r50 \
-#       --config.data.name=NAME --config.data.dir=DIR
+#       --config.data.name=array_record --config.data.dir=gs://BUCKET/cxr_shards
 #   launch/tpu_pod.sh logs 0
 #   launch/tpu_pod.sh delete
 set -euo pipefail

@@ -84,3 +84,33 @@ def join(root: PathLike, relative: str) -> str:
   if is_remote(relative) or os.path.isabs(relative):
     return relative
   return str(path(root) / relative)
+
+
+def _bucket(value: PathLike) -> str | None:
+  text = os.fspath(value)
+  for scheme in ("gs://", "gcs://"):
+    if text.startswith(scheme):
+      return text[len(scheme):].split("/", 1)[0]
+  return None
+
+
+def check_buckets(*values: PathLike) -> None:
+  """Raises a UserError naming the path if the bucket of any gs:// value does not exist or
+  cannot be reached with these credentials: checked before a run writes anything, so a typo
+  costs seconds, not a failed job. Local paths and "" are skipped."""
+  from medssl_jax import errors  # pylint: disable=g-import-not-at-top
+  for value in values:
+    bucket = _bucket(value) if value else None
+    if bucket is None:
+      continue
+    try:
+      found = epath.Path(f"gs://{bucket}").exists()
+    except Exception as e:  # pylint: disable=broad-except  # auth, network: gcsfs raises many kinds
+      raise errors.UserError(
+          f"{value}: cannot reach bucket gs://{bucket} ({type(e).__name__}: {e}); check the "
+          "network and credentials (gcloud auth application-default login, or "
+          "GOOGLE_APPLICATION_CREDENTIALS)") from e
+    if not found:
+      raise errors.UserError(
+          f"{value}: bucket gs://{bucket} does not exist or these credentials cannot see it; "
+          f"create it (gcloud storage buckets create gs://{bucket}) or check the credentials")

@@ -148,3 +148,25 @@ def test_array_record_shards_and_a_csv_of_images_in_the_bucket(gcs_bucket, share
   pretrain.run(config, tmp_path / "from_csv")
   assert checkpointing.checkpoint_steps(tmp_path / "from_csv") == [2]
   _no_local_gs_folder(tmp_path, REPO_ROOT)
+
+
+def test_a_missing_bucket_or_object_fails_at_once_in_one_line(gcs_bucket, medmnist_dir, tmp_path):
+  missing_bucket = subprocess.run(
+      _train_command("gs://no-such-bucket-medssl/run", medmnist_dir), cwd=tmp_path,
+      capture_output=True, text=True, timeout=120)
+  assert missing_bucket.returncode == 2, missing_bucket.stderr[-2000:]
+  last = missing_bucket.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: gs://no-such-bucket-medssl/run: bucket gs://no-such-bucket-medssl "
+                         "does not exist"), last
+  assert "Traceback" not in missing_bucket.stderr
+
+  missing_object = subprocess.run(
+      _train_command(f"{gcs_bucket}/run", medmnist_dir)
+      + [f"--config.init_from={gcs_bucket}/no_such_run"], cwd=tmp_path,
+      capture_output=True, text=True, timeout=300)
+  assert missing_object.returncode == 2, missing_object.stderr[-2000:]
+  last = missing_object.stderr.strip().splitlines()[-1]
+  assert f"{gcs_bucket}/no_such_run/config.json not found" in last, last
+  assert "Traceback" not in missing_object.stderr
+  assert not checkpointing.checkpoint_steps(f"{gcs_bucket}/run")
+  _no_local_gs_folder(tmp_path, REPO_ROOT)

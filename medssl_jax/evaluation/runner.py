@@ -49,6 +49,7 @@ def feature_cache_dir(config, workdir: paths.Path) -> paths.Path | None:
 def evaluate(config: ml_collections.ConfigDict, workdir, step: int | None = None) -> dict:
   """Runs every evaluation in config.evaluations on one checkpoint; writes results.json/.md."""
   check_config(config)
+  paths.check_buckets(workdir, config.pretrain_workdir, config.feature_cache_dir)
   workdir = paths.path(workdir)
   if step is None and config.step >= 0:
     step = config.step

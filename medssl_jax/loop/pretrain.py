@@ -122,6 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   Everything that can reject the run (data, config, batch size, an incompatible workdir)
   is checked before anything is written to `workdir`.
   """
+  paths.check_buckets(workdir, config.data.dir, config.init_from, config.data.manifest.csv)
   workdir = paths.path(workdir)
   mesh = sharding.create_mesh() if mesh is None else mesh
   sharding.check_batch_size(config.batch_size, mesh)

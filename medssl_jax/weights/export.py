@@ -58,6 +58,7 @@ def _modules_tree(variables, modules) -> dict:
 
 def export(workdir, out_dir, *, step: int | None = None, include_projector: bool = False) -> dict:
   """Writes the export of `workdir`'s checkpoint (latest or `step`) to `out_dir`; returns its info."""
+  paths.check_buckets(workdir, out_dir)
   out_dir = paths.path(out_dir)
   if out_dir.exists() and any(out_dir.iterdir()):
     raise errors.UserFileExistsError(f"{out_dir} exists and is not empty; choose a new --out")
