@@ -128,13 +128,11 @@ def environment(url: str):
 
 def upload(local_path, url: str) -> None:
   """Copies a local file or folder to gs://... (a folder recursively)."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+
   from etils import epath  # pylint: disable=g-import-not-at-top
-  local, remote = epath.Path(local_path), epath.Path(url)
-  if local.is_dir():
-    for path in local.rglob("*"):
-      if path.is_file():
-        target = remote / path.relative_to(local).as_posix()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
-  else:
-    remote.write_bytes(local.read_bytes())
+  local, remote = pathlib.Path(local_path), epath.Path(url)
+  files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
+  for path in files:
+    target = remote / path.relative_to(local).as_posix() if local.is_dir() else remote
+    target.write_bytes(path.read_bytes())

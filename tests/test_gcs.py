@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from etils import epath
 
-from medssl_jax.cli import convert
+from medssl_jax.data import array_record
 from medssl_jax.data import catalog
 from medssl_jax.evaluation import runner
 from medssl_jax.loop import checkpointing
 from medssl_jax.loop import configuration
-from medssl_jax.loop import defaults
 from medssl_jax.loop import pretrain
 
+import synthetic_data
 from conftest import REPO_ROOT
 
 TINY = ["--config.model.width=0.0625", "--config.model.projector_hidden_dim=32",
@@ -117,17 +117,15 @@ def test_evaluate_export_and_init_from_through_the_bucket(bucket_with_data, tiny
 
 def test_array_record_shards_and_a_csv_of_images_in_the_bucket(gcs_bucket, shared_data,
                                                                synthetic_config, tmp_path):
-  # Shards converted straight into the bucket, then trained from.
-  data = defaults.pretraining().data
-  data.name, data.dir, data.image_size = "nih_cxr1000", str(shared_data / "nih_cxr1000"), 32
-  data.split.update(by="group", fractions=(0.6, 0.2, 0.2))
-  convert.convert(data, f"{gcs_bucket}/shards", split_names=("train",))
+  # Shards converted straight into the bucket, then trained from. The config keeps
+  # synthetic_config's shapes and schedule: its compiled step is other tests' own.
+  original = synthetic_data.SyntheticSource("train")
+  array_record.convert({"train": original}, f"{gcs_bucket}/shards")
   config = synthetic_config
   config.data.name, config.data.dir = "array_record", f"{gcs_bucket}/shards"
-  config.num_steps, config.checkpoint_every = 2, 2
   source = catalog.open_data(config.data, "train")
-  original = catalog.open_data(data, "train")
-  np.testing.assert_array_equal(source[5]["image"], original[5]["image"])
+  for i in (0, 5, len(original) - 1):
+    np.testing.assert_array_equal(source[i]["image"], original[i]["image"])
   pretrain.run(config, tmp_path / "from_shards")
 
   # A hospital-style CSV in the bucket listing images in the bucket (relative paths).
@@ -143,10 +141,10 @@ def test_array_record_shards_and_a_csv_of_images_in_the_bucket(gcs_bucket, share
   config.data.name, config.data.dir = "csv", ""
   config.data.manifest.csv = f"{gcs_bucket}/manifest.csv"
   config.data.manifest.label_column, config.data.manifest.group_column = "label", "patient"
-  config.data.image_size, config.data.split.by = 32, "group"
+  config.data.image_size, config.data.split.by = 28, "group"
   config.init_from = ""
   pretrain.run(config, tmp_path / "from_csv")
-  assert checkpointing.checkpoint_steps(tmp_path / "from_csv") == [2]
+  assert checkpointing.checkpoint_steps(tmp_path / "from_csv")[-1] == config.num_steps
   _no_local_gs_folder(tmp_path, REPO_ROOT)
 
 
@@ -170,3 +168,22 @@ def test_a_missing_bucket_or_object_fails_at_once_in_one_line(gcs_bucket, medmni
   assert "Traceback" not in missing_object.stderr
   assert not checkpointing.checkpoint_steps(f"{gcs_bucket}/run")
   _no_local_gs_folder(tmp_path, REPO_ROOT)
+
+
+def test_a_tfds_set_prepared_into_the_bucket_trains_and_evaluates_by_name(
+    gcs_bucket, medmnist_dir, tiny_config, tmp_path):
+  import tfds_fixture  # pylint: disable=g-import-not-at-top
+  tfds_fixture.build(tmp_path / "tfds", medmnist_dir)
+  gcs_emulator.upload(tmp_path / "tfds", f"{gcs_bucket}/tfds")
+  config = tiny_config  # its shapes and schedule: the compiled step is other tests' own
+  config.data.name, config.data.dir = f"tfds:{tfds_fixture.NAME}", f"{gcs_bucket}/tfds"
+  pretrain.run(config, f"{gcs_bucket}/run")
+  eval_config = configuration.load_config_file(str(REPO_ROOT / "configs" / "eval" / "linear_probe.py"))
+  eval_config.pretrain_workdir = f"{gcs_bucket}/run"
+  eval_config.probe.Cs, eval_config.n_boot, eval_config.baselines = (1.0,), 20, ()
+  results = runner.evaluate(eval_config, f"{gcs_bucket}/eval")
+  assert results["data"] == f"tfds:{tfds_fixture.NAME}" and results["step"] == config.num_steps
+  assert results["linear_probe"]["pretrained"]["n"] == tfds_fixture.SIZES["test"]
+  assert "tensorflow" not in sys.modules
+  _no_local_gs_folder(tmp_path, REPO_ROOT)
+
