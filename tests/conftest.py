@@ -4,12 +4,21 @@ import os
 import pathlib
 
 # Must happen before jax is imported anywhere: every test may build a mesh of 1..8 devices.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Tests compile many tiny programs and run each a few steps: XLA's cheapest CPU code
+# generation (optimisation level 0) compiles them about a third faster overall (measured
+# 2026-12-01: test_byol + test_simsiam 85 s -> 56 s). Subprocesses get the same flag.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a test's subprocess: `devices` simulated CPU devices, fast compilation."""
+  return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
 SHARED_DATA = pathlib.Path(
     os.environ.get("MEDSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 

@@ -23,6 +23,7 @@ from medssl_jax.loop import checkpointing
 from medssl_jax.loop import configuration
 from medssl_jax.loop import pretrain
 
+import conftest
 import synthetic_data
 from conftest import REPO_ROOT
 
@@ -53,7 +54,7 @@ def bucket_with_data(gcs_bucket, medmnist_dir):
 def test_training_in_a_bucket_survives_sigkill_and_matches_local(bucket_with_data, medmnist_dir,
                                                                  tmp_path):
   bucket = bucket_with_data
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=conftest.xla_flags(1))
   workdir = f"{bucket}/run"
   process = subprocess.Popen(_train_command(workdir, f"{bucket}/medmnist"), cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

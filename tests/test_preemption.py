@@ -12,6 +12,8 @@ import numpy as np
 
 from medssl_jax.loop import checkpointing
 
+import conftest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -26,7 +28,7 @@ def _command(workdir, tiny_config):
 
 def test_sigterm_saves_exits_zero_and_resumes_exactly(tiny_config, tmp_path):
   workdir = tmp_path / "run"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=conftest.xla_flags(1))
   process = subprocess.Popen(_command(workdir, tiny_config), cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   metrics = workdir / "metrics.jsonl"

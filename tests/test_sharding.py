@@ -12,6 +12,7 @@ import numpy as np
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import sharding
 
+import conftest
 import synthetic_data
 from conftest import REPO_ROOT
 
@@ -76,7 +77,7 @@ def _run_slurm_step(job_id, out_dir):
   for task in range(2):
     env = dict(os.environ, SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost",
                SLURM_NTASKS="2", SLURM_PROCID=str(task), SLURM_LOCALID=str(task),
-               XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               XLA_FLAGS=conftest.xla_flags(2), JAX_PLATFORMS="cpu",
                PYTHONPATH=str(REPO_ROOT))
     processes.append(subprocess.Popen([sys.executable, "-c", _SLURM_PROCESS, str(out_dir / f"task{task}")],
                                       env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
