@@ -15,6 +15,8 @@ from typing import Union
 import fsspec
 from etils import epath
 
+from medssl_jax import errors
+
 # gcsfs caches directory listings forever by default, so a process would never see
 # checkpoints another process (a training run, a watcher) wrote after its first listing.
 # Listings are rare here (checkpoint steps, data folders): always ask the bucket.
@@ -39,15 +41,6 @@ def path(value: PathLike) -> epath.Path:
   if is_remote(text):
     return epath.Path(text)
   return epath.Path(os.path.abspath(os.path.expanduser(text)))
-
-
-def local_path(value: PathLike) -> str:
-  """The local filesystem path of `value`, for libraries that cannot read buckets; raises a
-  UserError for a remote path."""
-  from medssl_jax import errors  # pylint: disable=g-import-not-at-top
-  if is_remote(value):
-    raise errors.UserError(f"{value} must be a local path here")
-  return os.path.abspath(os.path.expanduser(os.fspath(value)))
 
 
 def write_bytes_atomic(target: PathLike, data: bytes) -> epath.Path:
@@ -98,7 +91,6 @@ def check_buckets(*values: PathLike) -> None:
   """Raises a UserError naming the path if the bucket of any gs:// value does not exist or
   cannot be reached with these credentials: checked before a run writes anything, so a typo
   costs seconds, not a failed job. Local paths and "" are skipped."""
-  from medssl_jax import errors  # pylint: disable=g-import-not-at-top
   for value in values:
     bucket = _bucket(value) if value else None
     if bucket is None:
