@@ -100,10 +100,6 @@ class Emulator:
       self._process.kill()
       self._process.wait(timeout=10)
 
-  @property
-  def running(self) -> bool:
-    return self._process is not None and self._process.poll() is None
-
   def new_bucket(self) -> str:
     from google.cloud import storage  # pylint: disable=g-import-not-at-top
     name = f"medssl-{uuid.uuid4().hex[:12]}"

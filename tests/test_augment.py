@@ -2,6 +2,7 @@
 
 import colorsys
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -355,7 +356,8 @@ def test_hue_jitter_turns_hue_by_one_shift_and_keeps_saturation_and_value():
   rotate = augment.Rotate(45.0)
   hue = augment.ColorJitter(0.0, 0.0, 0.0, hue=0.2, p=1.0)
 
-  @jax.jit
+  # conftest sets optimisation level 0 for every test; this one asks for XLA's default (2).
+  @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 2})
   def rotated_and_turned(images):  # same key: the same rotation in both
     return (augment.augment_batch(images, _KEY, (rotate,), 16),
             augment.augment_batch(images, _KEY, (rotate, hue), 16))
