@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from medssl_jax import augment
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import sharding
+from medssl_jax.methods import base as method_base
 
 _BATCH = flags.DEFINE_integer("batch", 256, "Images per augment_batch call.")
 _SIZE = flags.DEFINE_integer("size", 224, "Side of the input and output images in pixels.")
@@ -74,7 +75,7 @@ def _train_step_seconds(config, steps):
 
 def _augment_both_views_seconds(config, batch, steps):
   """Seconds for the train step's two augment_batch calls alone, on the same batch."""
-  policies = pretrain.view_policies(config)
+  policies = method_base.view_policies(config)
   size = config.augment.size
 
   @jax.jit

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from medssl_jax import augment
 from medssl_jax import methods
 from medssl_jax import paths
 from medssl_jax.data import catalog
@@ -25,16 +24,10 @@ from medssl_jax.loop import preemption
 from medssl_jax.loop import sharding
 from medssl_jax.loop import state as state_lib
 from medssl_jax.loop import writers
+from medssl_jax.methods import base as method_base
 from medssl_jax.weights import init_from
 
 TrainState = state_lib.TrainState
-
-
-def view_policies(config: ml_collections.ConfigDict):
-  """The augmentation policy of each view; a second policy makes the pair asymmetric."""
-  first = augment.get_policy(config.augment.policy)
-  second = augment.get_policy(config.augment.policy_view2 or config.augment.policy)
-  return first, second
 
 
 def create_train_state(config, model, method, optimizer, rng, image_shape) -> TrainState:
@@ -45,16 +38,6 @@ def create_train_state(config, model, method, optimizer, rng, image_shape) -> Tr
                            extra=method.init_extra_state(variables, config))
 
 
-def augment_views(batch: dict, key: jax.Array, *, policies, size: int):
-  """Both views augmented on the device, one key per view (and one left for the loss)."""
-  key_view1, key_view2, key_loss = jax.random.split(key, 3)
-  images1 = batch["view1"]
-  images2 = batch.get("view2", images1)  # same-image pairs send the image once
-  view1 = augment.augment_batch(images1, key_view1, policies[0], size)
-  view2 = augment.augment_batch(images2, key_view2, policies[1], size)
-  return view1, view2, key_loss
-
-
 def method_loss(params, batch_stats, extra, inputs, step, *, method, model, config):
   view1, view2, key_loss = inputs
   return method.loss_fn(params, batch_stats, extra, view1, view2, key_loss, step, model=model,
@@ -63,7 +46,7 @@ def method_loss(params, batch_stats, extra, inputs, step, *, method, model, conf
 
 def jit_train_step(config, model, method, optimizer, mesh):
   """The pretraining step (state, batch, base_key) -> (state, metrics), jitted over `mesh`."""
-  prepare = functools.partial(augment_views, policies=view_policies(config), size=config.augment.size)
+  prepare = functools.partial(method.make_views, config=config)
   loss_fn = functools.partial(method_loss, method=method, model=model, config=config)
   return state_lib.jit_train_step(mesh, prepare=prepare, loss_fn=loss_fn, optimizer=optimizer)
 
@@ -132,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   source = open_training_source(config)
   model = method.create_model(config)
   optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
-  view_policies(config)  # fail on an unknown policy name before anything is written
+  method_base.view_policies(config)  # fail on an unknown policy name before anything is written
 
   init_key, base_key = jax.random.split(jax.random.key(config.seed))
   init_fn = jax.jit(functools.partial(create_train_state, config, model, method, optimizer,

@@ -10,7 +10,9 @@ A method is a `Method` subclass registered under a name (methods/__init__.py). I
     evaluation, export and init-from work for every method);
   - `init_extra_state(variables, config)`: what it carries between steps besides the
     optimised parameters (an EMA target, a queue); {} by default;
-  - `loss_fn(...)`: the objective of one step on two augmented views.
+  - `make_views(batch, key, config)`: the augmented views of one batch, made on the device
+    (two views from config.augment by default; multi-crop methods return more);
+  - `loss_fn(...)`: the objective of one step on those views.
 
 The loop looks a method up once by `config.method` and never branches on its name.
 """
@@ -21,6 +23,26 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
+
+from medssl_jax import augment
+
+
+def view_policies(config: ml_collections.ConfigDict):
+  """The augmentation policy of each view; a second policy makes the pair asymmetric."""
+  first = augment.get_policy(config.augment.policy)
+  second = augment.get_policy(config.augment.policy_view2 or config.augment.policy)
+  return first, second
+
+
+def two_views(batch: dict, key: jax.Array, config: ml_collections.ConfigDict):
+  """Both views augmented on the device, one key per view (and one left for the loss)."""
+  policies = view_policies(config)
+  key_view1, key_view2, key_loss = jax.random.split(key, 3)
+  images1 = batch["view1"]
+  images2 = batch.get("view2", images1)  # same-image pairs send the image once
+  view1 = augment.augment_batch(images1, key_view1, policies[0], config.augment.size)
+  view2 = augment.augment_batch(images2, key_view2, policies[1], config.augment.size)
+  return view1, view2, key_loss
 
 
 class Method:
@@ -45,6 +67,14 @@ class Method:
     (or init-from) variables."""
     del variables, config
     return {}
+
+  def make_views(self, batch: dict, key: jax.Array, config: ml_collections.ConfigDict):
+    """(view1, view2, key left for the loss) from a batch of uint8 images on the device.
+
+    `batch` holds "view1" (and "view2" when pairs are two different images, as in MICLe).
+    view1 and view2 may be any pytree of arrays: loss_fn receives them as they are.
+    """
+    return two_views(batch, key, config)
 
   def loss_fn(self, params, batch_stats, extra, view1, view2, rng: jax.Array, step, *,
               model: nn.Module, config: ml_collections.ConfigDict):
