@@ -40,6 +40,10 @@ def pretraining() -> ml_collections.ConfigDict:
   config.model.width = 1.0
   config.model.small_stem = True
   config.model.dtype = "float32"     # compute dtype; parameters and optimizer state stay float32
+  # Vision Transformers only (model.name = vit_*): see models/vit.py.
+  config.model.patch_size = 16       # 4 suits 28-32 px images
+  config.model.pool = "cls"          # "cls" token or "mean" of the patch tokens as the feature
+  config.model.drop_path = 0.0       # stochastic depth rate of the last block (linear in depth)
   config.model.projector_hidden_dim = 512
   config.model.projector_dim = 128
   config.model.projector_layers = 2
