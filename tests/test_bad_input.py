@@ -1,4 +1,5 @@
 """Bad input gets a clear error and changes nothing on disk."""
+import json
 import os
 import pathlib
 import subprocess
@@ -7,8 +8,10 @@ import sys
 import jax
 import pytest
 
+from medssl_jax import methods
 from medssl_jax.data import download
 from medssl_jax.loop import checkpointing
+from medssl_jax.loop import defaults
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import sharding
 
@@ -99,3 +102,18 @@ def test_internal_errors_keep_their_traceback(medmnist_dir, tmp_path):
   assert "Traceback" in result.stderr
   assert "ValueError: internal bug deep in the step" in result.stderr
   assert "error: internal bug" not in result.stderr
+
+
+def test_workdir_written_before_a_key_was_added_still_resumes_and_loads(tmp_path):
+  """A key added to the defaults later (model.patch_size) is absent from an older config.json:
+  that is not a structural difference, and loading the config fills it with its default."""
+  config = defaults.pretraining()
+  saved = config.to_dict()
+  del saved["model"]["patch_size"]
+  (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+  checkpointing.check_compatible(tmp_path, config, pretrain.structural_keys(methods.get_method("simclr")))
+  assert checkpointing.load_config(tmp_path).model.patch_size == config.model.patch_size
+  saved["model"]["width"] = 2.0
+  (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model.width"):
+    checkpointing.check_compatible(tmp_path, config, pretrain.structural_keys(methods.get_method("simclr")))

@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 
 from medssl_jax import errors
 from medssl_jax import paths
+from medssl_jax.loop import defaults
 
 CONFIG_FILE = "config.json"
 # Config keys of the loop that decide the shapes and structure of the saved state: a checkpoint
@@ -78,7 +79,9 @@ def structural_differences(saved: dict, current: dict, structural_keys) -> list[
   """The keys under `structural_keys` (dotted; a section covers its keys) whose values differ."""
   saved_flat, current_flat = _flatten(saved), _flatten(current)
   differences = []
-  for key in sorted(set(saved_flat) | set(current_flat)):
+  # A key the saved config lacks was added to the defaults after the run was written; its
+  # default keeps the behaviour the run had, so it cannot differ.
+  for key in sorted(set(saved_flat) & set(current_flat)):
     if any(key == k or key.startswith(k + ".") for k in structural_keys):
       if saved_flat.get(key) != current_flat.get(key):
         differences.append(f"{key}: checkpoint has {saved_flat.get(key)!r}, "
@@ -86,11 +89,23 @@ def structural_differences(saved: dict, current: dict, structural_keys) -> list[
   return differences
 
 
+def _with_missing_keys(saved: dict, defaults: dict) -> dict:
+  merged = dict(saved)
+  for key, value in defaults.items():
+    if key not in merged:
+      merged[key] = value
+    elif isinstance(value, dict) and isinstance(merged[key], dict):
+      merged[key] = _with_missing_keys(merged[key], value)
+  return merged
+
+
 def load_config(workdir) -> ml_collections.ConfigDict:
+  """A workdir's config, with keys added to the defaults since it was written at their defaults."""
   path = paths.path(workdir) / CONFIG_FILE
   if not path.exists():
     raise errors.UserFileNotFoundError(f"{path} not found: {workdir} is not a medssl-jax pretraining workdir")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = json.loads(path.read_text())
+  return ml_collections.ConfigDict(_with_missing_keys(saved, defaults.pretraining().to_dict()))
 
 
 def check_compatible(workdir, config: ml_collections.ConfigDict, structural_keys) -> None:
