@@ -5,17 +5,20 @@ transfer can take the backbone alone from any checkpoint.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
 from medssl_jax import errors
+from medssl_jax.models import densenet
 from medssl_jax.models import heads
 from medssl_jax.models import resnet
+from medssl_jax.models import vit
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+BackboneFactory = Callable[[ml_collections.ConfigDict], nn.Module]
 
 
 class Encoder(nn.Module):
@@ -34,15 +37,36 @@ def _dtype(name: str) -> Any:
   return DTYPES[name]
 
 
+def _resnet(name: str) -> BackboneFactory:
+  return lambda model_config: resnet.create_resnet(
+      name, width=model_config.width, small_stem=model_config.small_stem, dtype=_dtype(model_config.dtype))
+
+
+def _densenet(name: str) -> BackboneFactory:
+  return lambda model_config: densenet.create_densenet(
+      name, width=model_config.width, small_stem=model_config.small_stem, dtype=_dtype(model_config.dtype))
+
+
+def _vit(name: str) -> BackboneFactory:
+  # small_stem has no meaning for a ViT: model.patch_size sets how finely images are cut.
+  return lambda model_config: vit.create_vit(
+      name, width=model_config.width, patch_size=model_config.patch_size, pool=model_config.pool,
+      drop_path=model_config.drop_path, dtype=_dtype(model_config.dtype))
+
+
+# model.name -> factory(model config) -> backbone module: the one list of backbones.
+BACKBONES: dict[str, BackboneFactory] = {
+    **{name: _resnet(name) for name in resnet.ARCHITECTURES},
+    **{name: _densenet(name) for name in densenet.ARCHITECTURES},
+    **{name: _vit(name) for name in vit.ARCHITECTURES},
+}
+
+
 def create_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
-  if model_config.name.startswith("densenet"):
-    from medssl_jax.models import densenet  # pylint: disable=g-import-not-at-top
-    return densenet.create_densenet(model_config.name, width=model_config.width,
-                                    small_stem=model_config.small_stem,
-                                    dtype=_dtype(model_config.dtype))
-  return resnet.create_resnet(model_config.name, width=model_config.width,
-                              small_stem=model_config.small_stem,
-                              dtype=_dtype(model_config.dtype))
+  _dtype(model_config.dtype)  # a bad dtype is reported before a bad name, as it always was
+  if model_config.name not in BACKBONES:
+    raise errors.UserError(f"unknown backbone {model_config.name!r}; known: {', '.join(sorted(BACKBONES))}")
+  return BACKBONES[model_config.name](model_config)
 
 
 def create_encoder(model_config: ml_collections.ConfigDict) -> Encoder:

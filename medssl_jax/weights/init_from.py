@@ -3,7 +3,8 @@
 `config.init_from` names one of
   - a pretraining workdir (latest checkpoint, or `config.init.step`),
   - a backbone exported with `medssl-export`,
-  - a torchvision or timm ResNet weights file (.pth / .safetensors), see torch_weights.py.
+  - a torchvision or timm ResNet weights file (.pth / .safetensors), see torch_weights.py,
+    or a timm/DINO ViT weights file for a vit_* model, see timm_vit.py.
 The top-level modules in `config.init.modules` (e.g. "backbone", or "backbone" and
 "projector") are copied into the fresh network wherever a parameter has the same path and
 shape. Everything else (new heads, a replaced output layer) keeps its fresh initialisation,
@@ -20,7 +21,9 @@ from absl import logging
 from medssl_jax import errors
 from medssl_jax import paths
 from medssl_jax.loop import checkpointing
+from medssl_jax.models import vit
 from medssl_jax.weights import export
+from medssl_jax.weights import timm_vit
 from medssl_jax.weights import torch_weights
 
 RECORD_FILE = "init.json"
@@ -56,6 +59,8 @@ def _check_architecture(source_model: dict, model_config, source: str) -> None:
 def load_source(config, target_params) -> tuple[dict, str, int | None]:
   """({"params", "batch_stats"} keyed by module, kind of source, step) of config.init_from."""
   source = config.init_from
+  if torch_weights.is_weights_file(source) and config.model.name in vit.ARCHITECTURES:
+    return timm_vit.load_variables(source, target_params["backbone"]), "timm_vit", None
   if torch_weights.is_weights_file(source):
     torch_weights.check_convertible(config.model)
     channels = export.input_channels(target_params["backbone"])
