@@ -1,7 +1,7 @@
 """Vision Transformers: parameter counts against timm's layout built in PyTorch, the forward
 pass against a PyTorch ViT with timm's parameter names (weights imported through init_from),
-position embeddings resized as PIL resizes, stochastic depth, bf16 compute, and a ViT run
-through pretraining and the evaluation binary's linear probe and kNN."""
+position embeddings resized as PIL resizes, stochastic depth, bf16 compute, and every
+method pretraining a ViT through the loop (test_dino.py evaluates a ViT run with medssl-eval)."""
 import json
 
 import flax
@@ -14,15 +14,12 @@ import torch
 from PIL import Image
 
 from medssl_jax import errors
-from medssl_jax.evaluation import runner
-from medssl_jax.loop import configuration
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 from medssl_jax.models import encoder
 from medssl_jax.models import vit
 from medssl_jax.weights import export
 from medssl_jax.weights import init_from
-
-from conftest import REPO_ROOT
 
 # timm's vit_{tiny,small,base}_patch16_224: (embed dim, depth, heads), 224 px, ImageNet head.
 TIMM_SIZES = {"vit_ti16": (192, 12, 3), "vit_s16": (384, 12, 6), "vit_b16": (768, 12, 12)}
@@ -238,31 +235,27 @@ def test_registry_names_every_backbone():
   assert "\n" not in str(raised.value)
 
 
-def test_vit_pretrains_exports_and_evaluates(synthetic_config, tmp_path):
-  """SimCLR with a tiny ViT through the real loop, then medssl-eval's linear probe and kNN on
-  its class token, next to the same ViT at random init; and an export of its backbone."""
+_OTHER_METHODS = [pytest.param(m, marks=pytest.mark.slow)
+                  for m in ("simsiam", "byol", "moco", "tsimcne", "micle")]
+
+
+@pytest.mark.parametrize("method", ["simclr"] + _OTHER_METHODS)
+def test_every_method_pretrains_a_vit_and_exports_it(method, synthetic_config, tmp_path):
+  """--config.model.name=vit_nano with each method through the real loop (one device), and an
+  export of the backbone. (test_dino evaluates a ViT run with medssl-eval.)"""
   config = synthetic_config
+  config.method = method
   config.model.name, config.model.patch_size, config.model.width = "vit_nano", 4, 1 / 16
   config.optim.name, config.optim.base_lr = "adamw", 1e-3
-  config.num_steps = 2
+  config.num_steps, config.checkpoint_every = 2, 2
+  config.moco.queue_size, config.moco.shuffle_bn_groups = 32, 2
+  config.data.pairing = "patient" if method == "micle" else config.data.pairing
   workdir = tmp_path / "run"
-  state = pretrain.run(config, workdir)
+  state = pretrain.run(config, workdir, mesh=sharding.create_mesh(jax.devices()[:1]))
   assert state.params["backbone"]["pos_embed"].shape == (1, 50, 8)
   assert "backbone" not in state.batch_stats  # a ViT has no BatchNorm
-  eval_config = configuration.load_config_file(str(REPO_ROOT / "configs" / "eval" / "linear_probe.py"))
-  eval_config.pretrain_workdir = str(workdir)
-  eval_config.evaluations = ("linear_probe", "knn")
-  eval_config.baselines = ("random_init",)
-  eval_config.probe.Cs = (1.0,)
-  eval_config.n_boot = 20
-  eval_config.knn.k = 5
-  runner.evaluate(eval_config, tmp_path / "eval")
-  results = json.loads((tmp_path / "eval" / "results.json").read_text())
-  for evaluation in ("linear_probe", "knn"):
-    for representation in ("pretrained", "random_init"):
-      scores = results[evaluation][representation]
-      assert 0.0 <= scores["accuracy"] <= 1.0 and np.isfinite(scores["auroc"])
-  assert results["linear_probe"]["pretrained"]["feature_dim"] == 8
+  losses = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert losses and np.all(np.isfinite(losses))
 
   info = export.export(workdir, tmp_path / "export")
   _, tree = export.load(tmp_path / "export")

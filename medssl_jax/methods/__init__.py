@@ -9,6 +9,7 @@ from __future__ import annotations
 from medssl_jax import errors
 from medssl_jax.methods import base
 from medssl_jax.methods import byol
+from medssl_jax.methods import dino
 from medssl_jax.methods import moco
 from medssl_jax.methods import simclr
 from medssl_jax.methods import simsiam
@@ -46,3 +47,4 @@ register("simsiam", simsiam.SimSiam())
 register("byol", byol.BYOL())
 register("moco", moco.MoCo())
 register("tsimcne", tsimcne.TSimCNE())
+register("dino", dino.DINO())
