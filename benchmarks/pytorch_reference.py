@@ -46,6 +46,7 @@ per-device batch; DistributedDataParallel and a cross-device gather of negatives
 modelled), so "per device" equals the total here.
 """
 import argparse
+import json
 import math
 import time
 
@@ -240,6 +241,7 @@ def parse_args():
   parser.add_argument("--projector-dim", type=int, default=128)
   parser.add_argument("--temperature", type=float, default=0.1)
   parser.add_argument("--base-lr", type=float, default=0.3)
+  parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   return parser.parse_args()
 
 
@@ -306,6 +308,16 @@ def main():
         f"{elapsed:.2f} s ({1000 * elapsed / args.steps:.1f} ms/step), last loss {loss.item():.4f}")
   print(f"  data on device: {images_per_s:10.1f} images/s  "
         f"({images_per_s / devices:.1f} per device)")
+  peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"torch": torch.__version__, "device": name, "dtype": args.dtype,
+                 "compiled": not args.no_compile, "batch": args.batch, "size": args.size,
+                 "source_size": source_size, "channels": args.channels, "augment": args.augment,
+                 "backbone": backbone_source, "steps": args.steps, "warmup_s": warmup_s,
+                 "ms_per_step": 1000 * elapsed / args.steps, "images_per_s": images_per_s,
+                 "views_per_s": 2 * images_per_s, "peak_memory_bytes": peak,
+                 "last_loss": loss.item()}, f, indent=1)
 
 
 if __name__ == "__main__":

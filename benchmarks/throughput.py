@@ -18,10 +18,6 @@ from ml_collections import config_flags
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import sharding
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (compilation).")
-
 
 def _time_steps(step_fn, state, next_batch, base_key, steps):
   """Returns (state, seconds in total, seconds waiting for batches)."""
@@ -36,10 +32,10 @@ def _time_steps(step_fn, state, next_batch, base_key, steps):
   return state, time.perf_counter() - start, waiting
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  mesh = sharding.create_mesh()
+def measure(config, steps: int, warmup: int, mesh=None) -> dict:
+  """Images/s of `config`'s train step with one batch kept on the device and with real data
+  through grain and the device prefetch, and the host's share of a real-data step."""
+  mesh = sharding.create_mesh() if mesh is None else mesh
   source, state, step_fn = pretrain.fresh_state_and_step(config, mesh)
   iterator = sharding.DevicePrefetch(pretrain.make_data_iterator(config, source), mesh,
                                      size=config.data.prefetch_to_device, transform=pretrain.batch_arrays)
@@ -47,21 +43,39 @@ def main(argv):
   device_batch = real_batch()
   base_key = jax.random.key(1)
 
-  state, _, _ = _time_steps(step_fn, state, lambda: device_batch, base_key, _WARMUP.value)
-  state, device_s, _ = _time_steps(step_fn, state, lambda: device_batch, base_key, _STEPS.value)
-  state, real_s, waiting_s = _time_steps(step_fn, state, real_batch, base_key, _STEPS.value)
+  start = time.perf_counter()
+  state, _, _ = _time_steps(step_fn, state, lambda: device_batch, base_key, warmup)
+  warmup_s = time.perf_counter() - start
+  state, device_s, _ = _time_steps(step_fn, state, lambda: device_batch, base_key, steps)
+  state, real_s, waiting_s = _time_steps(step_fn, state, real_batch, base_key, steps)
+  images = config.batch_size * steps
+  return {"devices": mesh.devices.size, "device_kind": mesh.devices.flat[0].device_kind,
+          "image_shape": list(source.image_shape), "warmup_s": warmup_s,
+          "images_per_s_device_data": images / device_s, "images_per_s_real_data": images / real_s,
+          "host_share": waiting_s / real_s}
 
-  devices = jax.device_count()
-  images = config.batch_size * _STEPS.value
-  device_kind = jax.devices()[0].device_kind
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  result = measure(config, flags.FLAGS.steps, flags.FLAGS.warmup)
+  devices = result["devices"]
   print(f"{config.method} {config.model.name} width {config.model.width} {config.model.dtype}, "
-        f"{config.augment.size} px, global batch {config.batch_size}, {devices} x {device_kind}")
-  print(f"  data on device: {images / device_s:10.1f} images/s  "
-        f"({images / device_s / devices:.1f} per device)")
-  print(f"  real data:      {images / real_s:10.1f} images/s  ({images / real_s / devices:.1f} per device)")
-  print(f"  host pipeline share of a real-data step: {waiting_s / real_s:.1%}")
+        f"{config.augment.size} px, global batch {config.batch_size}, {devices} x {result['device_kind']}")
+  device, real = result["images_per_s_device_data"], result["images_per_s_real_data"]
+  print(f"  data on device: {device:10.1f} images/s  ({device / devices:.1f} per device)")
+  print(f"  real data:      {real:10.1f} images/s  ({real / devices:.1f} per device)")
+  print(f"  host pipeline share of a real-data step: {result['host_share']:.1%}")
+
+
+def define_flags():
+  """Only when run as a script: benchmarks/device_check.py imports measure()."""
+  config_flags.DEFINE_config_file("config", None, "Pretraining config file.")
+  flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps first (compilation).")
+  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  define_flags()
   app.run(main)
