@@ -14,6 +14,8 @@ row, with the rules of XLA's HloCostAnalysis (the one behind `compiled.cost_anal
     instruction's op_name. Free instructions (parameter, tuple, get-tuple-element, bitcast,
     constant) move nothing.
   - while loops, calls and conditionals count their bodies once, as XLA's analysis does.
+  - on GPUs, convolutions and matrix products are custom-calls into cuDNN and cuBLAS: they
+    count as the convolution or dot they stand for, and their scratch output is not traffic.
   - an instruction the compiler made without op_name metadata (on CPU, convolutions it
     rewrites, casts of parameters) takes the op_name found along its largest operand, else
     of its nearest named operand or user; inside a fusion, the fusion's.
@@ -231,13 +233,43 @@ def _reducer_ops(computations, instruction) -> int:
   return max(1, sum(1 for i in body if i.opcode not in _NO_FLOPS))
 
 
+def library_call(instruction: Instruction) -> str:
+  """"conv" or "gemm" for a custom-call into cuDNN or cuBLAS (how GPUs run convolutions and
+  matrix products), else ""."""
+  if instruction.opcode != "custom-call":
+    return ""
+  target = re.search(r'custom_call_target="([^"]+)"', instruction.attributes)
+  target = target.group(1).lower() if target else ""
+  if "conv" in target and "dim_labels=" in instruction.attributes:
+    return "conv"
+  if "gemm" in target or "matmul" in target:
+    return "gemm"
+  return ""
+
+
+def _result(instruction: Instruction) -> Instruction:
+  """The instruction with its result's shape alone: a library call returns (result, scratch)."""
+  if instruction.shape.dtype != "tuple":
+    return instruction
+  return dataclasses.replace(instruction, shape=instruction.shape.parts[0])
+
+
+def _gemm_flops(instruction: Instruction, lhs: Shape) -> float:
+  # cuBLAS calls keep the dot's dimension numbers in their backend_config (JSON).
+  contracting = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', instruction.attributes)
+  dims = re.findall(r"\d+", contracting.group(1)) if contracting else []
+  return 2.0 * _result(instruction).shape.elements * math.prod(lhs.dims[int(d)] for d in dims)
+
+
 def _flops(instruction, shapes, computations) -> float:
   op = instruction.opcode
   operand_shapes = [shapes.get(o) for o in instruction.operands]
-  if op == "convolution":
-    return convolution_flops(instruction, operand_shapes[0], operand_shapes[1])
+  if op == "convolution" or library_call(instruction) == "conv":
+    return convolution_flops(_result(instruction), operand_shapes[0], operand_shapes[1])
   if op == "dot":
     return dot_flops(instruction, operand_shapes[0])
+  if library_call(instruction) == "gemm":
+    return _gemm_flops(instruction, operand_shapes[0])
   if op in ("reduce", "reduce-window", "select-and-scatter"):
     inputs = sum(s.elements for s in operand_shapes[:max(1, len(operand_shapes) // 2)] if s)
     parts = instruction.shape.parts if instruction.shape.dtype == "tuple" else (instruction.shape,)
@@ -304,8 +336,9 @@ def instruction_costs(hlo_text: str) -> list[Cost]:
       flops = 0.0 if op == "fusion" else _flops(instruction, shapes, computations)
       traffic = 0.0
       if not fused and op not in _FREE_BYTES:
-        traffic = instruction.shape.bytes + sum(shapes[o].bytes for o in instruction.operands
-                                                if o in shapes)
+        written = _result(instruction) if library_call(instruction) else instruction
+        traffic = written.shape.bytes + sum(shapes[o].bytes for o in instruction.operands
+                                            if o in shapes)
       if flops or traffic:
         costs.append(Cost(op_name, op, flops, traffic))
 

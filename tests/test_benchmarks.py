@@ -81,6 +81,39 @@ def test_walk_matches_cost_analysis_on_dots_reductions_and_elementwise_ops():
   assert sum(c.bytes for c in costs) == pytest.approx(_cost(compiled, "bytes accessed"), rel=0.05)
 
 
+GPU_HLO = "\n".join([
+    "HloModule gpu_calls",
+    "",
+    "ENTRY %main (p0: f32[2,9,11,6], p1: f32[3,5,6,12], a: f32[64,48], b: f32[48,32]) -> f32[] {",
+    "  %p0 = f32[2,9,11,6]{3,2,1,0} parameter(0)",
+    "  %p1 = f32[3,5,6,12]{3,2,1,0} parameter(1)",
+    "  %a = f32[64,48]{1,0} parameter(2)",
+    "  %b = f32[48,32]{1,0} parameter(3)",
+    "  %conv = (f32[2,9,11,12]{3,2,1,0}, u8[4096]{0}) custom-call(f32[2,9,11,6]{3,2,1,0} %p0, "
+    "f32[3,5,6,12]{3,2,1,0} %p1), window={size=3x5 pad=1_1x2_2}, dim_labels=b01f_01io->b01f, "
+    'custom_call_target="__cudnn$convForward", metadata={op_name="jit(f)/conv"}',
+    "  %gemm = (f32[64,32]{1,0}, s8[4096]{0}) custom-call(f32[64,48]{1,0} %a, f32[48,32]{1,0} %b), "
+    'custom_call_target="__cublas$gemm", metadata={op_name="jit(f)/dot"}, backend_config='
+    '{"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],'
+    '"rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}',
+    "  ROOT %c = f32[] constant(0)",
+    "}",
+])
+
+
+def test_gpu_library_calls_count_as_the_convolution_and_dot_they_run():
+  """On GPUs convolutions and matrix products are cuDNN / cuBLAS custom-calls returning
+  (result, scratch); the walk counts them as the operation, and the scratch as no traffic."""
+  costs = {c.op_name: c for c in hlo_cost.instruction_costs(GPU_HLO)}
+  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                           padding=((1, 1), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  taps = float(np.sum(np.asarray(conv(jnp.ones((2, 9, 11, 6)), jnp.ones((3, 5, 6, 12))))))
+  assert costs["jit(f)/conv"].flops == 2.0 * taps
+  assert costs["jit(f)/conv"].bytes == 4 * (2 * 9 * 11 * 6 + 3 * 5 * 6 * 12 + 2 * 9 * 11 * 12)
+  assert costs["jit(f)/dot"].flops == 2.0 * 64 * 32 * 48
+  assert costs["jit(f)/dot"].bytes == 4 * (64 * 48 + 48 * 32 + 64 * 32)
+
+
 def test_parse_shape_reads_arrays_and_nested_tuples():
   shape = hlo_cost.parse_shape("(f32[2,3]{1,0}, (bf16[4], s32[]), /*index=3*/u8[5,5,1])")
   assert [p.dtype for p in shape.parts] == ["f32", "tuple", "u8"]
