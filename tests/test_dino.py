@@ -228,11 +228,13 @@ def test_bad_multicrop_settings_are_user_errors(synthetic_config):
     method.check_config(config)
 
 
-@pytest.mark.parametrize("name", ["dino_bloodmnist_vit", "dino_vit_s16"])
+@pytest.mark.parametrize("name", ["dino_bloodmnist_vit", "dino_vit_s16", "simclr_vit_b16"])
 def test_recipes_load(name):
   config = configuration.load_config_file(str(REPO_ROOT / "configs" / f"{name}.py"))
-  assert config.method == "dino" and config.model.name.startswith("vit_")
-  assert config.optim.name == "adamw" and config.dino.local_crops > 0
+  assert config.model.name.startswith("vit_") and config.optim.name == "adamw"
   assert config.augment.size % config.model.patch_size == 0
-  assert config.dino.local_size % config.model.patch_size == 0
-  methods.get_method("dino").check_config(config)
+  methods.get_method(config.method).check_config(config)
+  if config.method == "dino":
+    assert config.dino.local_crops > 0 and config.dino.local_size % config.model.patch_size == 0
+  if "16" in name:  # the full-scale recipes
+    assert config.batch_size == 1024 and config.augment.size == 224 and config.model.dtype == "bfloat16"
