@@ -8,9 +8,11 @@ average of the student's (momentum rising from dino.momentum_teacher to 1 on a c
   L = mean over pairs (teacher global view i, student view v != i) of mean_batch -sum P_t log P_s.
 
 The teacher sees the 2 global views, the student those and dino.local_crops local views
-(multicrop.py, made in the same jitted step). The center c is an EMA (dino.center_momentum)
-of the teacher's mean output over the global batch; centering and the sharp teacher
-temperature (warmed up linearly from warmup_teacher_temp) keep the outputs from collapsing.
+(multicrop.py, made in the same jitted step, with the dino.*_policy policies: DINO does not
+read config.augment.policy; the global views' size is config.augment.size). The center c is
+an EMA (dino.center_momentum) of the teacher's mean output over the global batch; centering
+and the sharp teacher temperature (warmed up linearly from warmup_teacher_temp) keep the
+outputs from collapsing.
 
 The head is DINO's: an MLP with GELU to a bottleneck, l2-normalised, then a weight-
 normalised linear layer to dino.out_dim (its norm fixed to 1 with norm_last_layer), which
