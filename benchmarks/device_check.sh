@@ -38,7 +38,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--prepare | --dry-run]" >&2; exit 2 ;;
 esac
 
-CARRY=.device_carry
+CARRY=${DEVICE_CHECK_CARRY:-.device_carry}
 WHEELS=(grain==0.2.18 ml_collections==1.1.0 array_record==0.8.6 portpicker==1.6.0)
 DATA=${DEVICE_CHECK_DATA:-$CARRY/data/nih_cxr1000_224}
 BUDGET_S=470  # of the 8 minutes: the rest is start-up and copying $OUT back
@@ -74,12 +74,20 @@ else
   TORCH_ARGS=(--device=cuda --batch=256 --size=224 --source-size=224 --steps=20 --warmup=5)
   JAX_ARGS=(--batch=256 --steps=20 --warmup=3)
   nvidia-smi -L || true
-  # Install only the carried wheels whose module is missing.
-  missing=()
-  for module in grain ml_collections array_record portpicker; do
-    "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$CARRY"/wheels/"$module"-*.whl)
-  done
-  if ((${#missing[@]})); then
+fi
+
+# Install only the carried wheels whose module is missing (a dry run only lists them).
+missing=()
+for module in grain ml_collections array_record portpicker; do
+  "$PYTHON" -c "import $module" 2>/dev/null && continue
+  wheel=$(compgen -G "$CARRY/wheels/$module-*.whl" | head -n 1)
+  [[ -n $wheel ]] || { echo "$module is missing and $CARRY/wheels has no wheel of it: run $0 --prepare" >&2; exit 1; }
+  missing+=("$wheel")
+done
+if ((${#missing[@]})); then
+  if [[ $MODE == dry-run ]]; then
+    echo "would install: ${missing[*]}"
+  else
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site "${missing[@]}" || { echo "installing ${missing[*]} failed" >&2; exit 1; }
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}

@@ -4,6 +4,7 @@ typo cannot waste accelerator time)."""
 import functools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -145,6 +146,38 @@ def dry_run(nih_shards, tmp_path_factory):
   return out, json.loads((out / "device_check.json").read_text())
 
 
+def _dry_run_without_packages(tmp_path, wheels):
+  """device_check.sh --dry-run with a Python that has no packages at all, and a carry folder
+  holding (empty files named as) `wheels`."""
+  fake_python = tmp_path / "python"
+  fake_python.write_text("#!/bin/sh\nexit 1\n")
+  fake_python.chmod(0o755)
+  (tmp_path / "carry" / "wheels").mkdir(parents=True)
+  for name in wheels:
+    (tmp_path / "carry" / "wheels" / name).write_bytes(b"")
+  env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=str(fake_python),
+             DEVICE_CHECK_CARRY=str(tmp_path / "carry"))
+  return subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "device_check.sh"), "--dry-run"],
+                        env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_device_check_names_the_wheel_it_lacks(tmp_path):
+  done = _dry_run_without_packages(tmp_path, [])
+  assert done.returncode == 1
+  assert "grain is missing" in done.stderr and "--prepare" in done.stderr
+
+
+def test_device_check_installs_missing_modules_from_carried_wheels_then_checks_imports(tmp_path):
+  wheels = ["grain-0.2.18-cp312-cp312-manylinux_2_28_x86_64.whl", "ml_collections-1.1.0-py3-none-any.whl",
+            "array_record-0.8.6-cp312-cp312-manylinux2014_x86_64.whl", "portpicker-1.6.0-py3-none-any.whl"]
+  done = _dry_run_without_packages(tmp_path, wheels)
+  listed = done.stdout.split("would install: ")[1].splitlines()[0].split()
+  assert [pathlib.Path(w).name for w in listed] == wheels
+  # Imports are checked before anything runs: the fake Python fails them at once.
+  assert done.returncode == 1 and "imports failed" in done.stderr
+  assert not (tmp_path / "out" / "torch.log").exists()
+
+
 def test_dry_run_writes_the_report_of_every_stage(dry_run):
   out, result = dry_run
   torch_run, jax_run = result["torch"], result["jax"]
@@ -233,7 +266,8 @@ def test_step_cost_flags_an_overhead_over_the_target():
 
 def test_pipeline_speed_reads_real_batches_of_each_source(medmnist_dir, nih_shards):
   sections = pipeline_speed.data_sections(str(medmnist_dir), [str(nih_shards)])
-  speeds = pipeline_speed.run(sections, [0], batch=32, batches=2, warmup=1, min_seconds=0.0,
+  # 0.3 s of reading at least: CPU time is counted in 10 ms ticks.
+  speeds = pipeline_speed.run(sections, [0], batch=32, batches=2, warmup=1, min_seconds=0.3,
                               log=lambda line: None)
   assert [(s.source.split()[0], s.image_shape, s.workers) for s in speeds] == [
       ("pneumoniamnist", (28, 28, 1), 0), ("ArrayRecord", (64, 64, 1), 0)]
