@@ -13,7 +13,8 @@ row, with the rules of XLA's HloCostAnalysis (the one behind `compiled.cost_anal
     reads each operand once and writes its output: operand bytes + output bytes, under the
     instruction's op_name. Free instructions (parameter, tuple, get-tuple-element, bitcast,
     constant) move nothing.
-  - while loops, calls and conditionals count their bodies once, as XLA's analysis does.
+  - while loops, calls, conditionals and async wrappers count their bodies once, as XLA's
+    analysis does.
   - on GPUs, convolutions and matrix products are custom-calls into cuDNN and cuBLAS: they
     count as the convolution or dot they stand for, and their scratch output is not traffic.
   - an instruction the compiler made without op_name metadata (on CPU, convolutions it
@@ -44,10 +45,13 @@ _NO_FLOPS = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "
              "partition-id", "replica-id", "optimization-barrier", "bitcast-convert",
              "all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter",
              "get-dimension-size", "domain", "infeed", "outfeed", "send", "recv", "send-done",
-             "recv-done", "sort", "while", "call", "conditional", "fusion", "add-dependency"}
+             "recv-done", "sort", "while", "call", "conditional", "fusion", "add-dependency",
+             "async-start", "async-update", "async-done"}
 _FREE_BYTES = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all",
                "add-dependency", "while", "call", "conditional", "domain", "partition-id",
-               "replica-id", "optimization-barrier"}
+               "replica-id", "optimization-barrier", "async-start", "async-update", "async-done"}
+# Instructions whose called computations run as part of the program (walked, counted once).
+_CONTROL = {"while", "call", "conditional", "async-start"}
 
 _HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) \(.*\) -> .*\{\s*$")
 _ARRAY = re.compile(r"([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]")
@@ -330,7 +334,7 @@ def instruction_costs(hlo_text: str) -> list[Cost]:
       if op == "fusion":
         # The kernel's traffic under the fusion's name, its arithmetic under each fused op's.
         walk(_called(instruction)[0], op_name, True, seen + (name,))
-      elif op in ("while", "call", "conditional") or (op == "custom-call" and _called(instruction)):
+      elif op in _CONTROL or (op == "custom-call" and _called(instruction)):
         for callee in _called(instruction):
           walk(callee, op_name, fused, seen + (name,))
       flops = 0.0 if op == "fusion" else _flops(instruction, shapes, computations)
