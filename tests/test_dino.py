@@ -20,6 +20,7 @@ from medssl_jax.loop import configuration
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import sharding
 from medssl_jax.methods import dino
+from medssl_jax.weights import export
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -174,10 +175,10 @@ def _dino_vit_config(config):
   return config
 
 
-def test_dino_vit_multicrop_resumes_exactly_and_evaluates(synthetic_config, tmp_path):
+def test_dino_vit_multicrop_resumes_exactly_evaluates_and_exports(synthetic_config, tmp_path):
   """A tiny ViT with 2 global and 2 local crops through the real loop (one device); a
   preemption after step 1 and a resume end bitwise equal, center and teacher included; then
-  medssl-eval's linear probe and kNN on the run's class token."""
+  medssl-eval's linear probe and kNN on the run's class token, and medssl-export's backbone."""
   config = _dino_vit_config(synthetic_config)
   mesh = sharding.create_mesh(jax.devices()[:1])
   workdir = tmp_path / "run"
@@ -212,6 +213,12 @@ def test_dino_vit_multicrop_resumes_exactly_and_evaluates(synthetic_config, tmp_
       scores = results[evaluation][representation]
       assert 0.0 <= scores["accuracy"] <= 1.0 and np.isfinite(scores["auroc"])
   assert results["linear_probe"]["pretrained"]["feature_dim"] == 8
+
+  info = export.export(workdir, tmp_path / "export")
+  _, tree = export.load(tmp_path / "export")
+  assert info["architecture"] == "vit_nano" and info["input"]["channels"] == 1
+  np.testing.assert_array_equal(tree["backbone"]["params"]["pos_embed"],
+                                np.asarray(final.params["backbone"]["pos_embed"]))
 
 
 def test_bad_multicrop_settings_are_user_errors(synthetic_config):

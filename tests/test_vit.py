@@ -187,8 +187,9 @@ def test_other_input_size_uses_resized_position_embeddings():
   images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 40, 40, 1)), jnp.float32)
   resized = dict(variables["params"], pos_embed=vit.resize_position_embedding(
       variables["params"]["pos_embed"], 10))
-  larger_model = model.apply(variables, images, train=False)
-  model_at_40 = model.apply({"params": resized}, images, train=False)
+  apply = jax.jit(lambda params, x: model.apply({"params": params}, x, train=False))
+  larger_model = apply(variables["params"], images)
+  model_at_40 = apply(resized, images)
   np.testing.assert_allclose(larger_model, model_at_40, rtol=1e-6, atol=1e-6)
   with pytest.raises(errors.UserError, match="multiple of 4"):
     model.apply(variables, jnp.zeros((1, 30, 30, 1)), train=False)
@@ -209,9 +210,10 @@ def test_stochastic_depth_drops_whole_examples_and_only_in_training():
   model, plain = _tiny_vit(drop_path=0.5), _tiny_vit()
   images = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 28, 28, 1)), jnp.float32)
   variables = plain.init(jax.random.key(0), images, train=False)
-  np.testing.assert_array_equal(model.apply(variables, images, train=False),
-                                plain.apply(variables, images, train=False))
-  trained = [model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(k)}) for k in (1, 2)]
+  evaluate = jax.jit(lambda module, x: module.apply(variables, x, train=False), static_argnums=0)
+  np.testing.assert_array_equal(evaluate(model, images), evaluate(plain, images))
+  train = jax.jit(lambda x, key: model.apply(variables, x, train=True, rngs={"dropout": key}))
+  trained = [train(images, jax.random.key(k)) for k in (1, 2)]
   assert not np.allclose(trained[0], trained[1])
 
 
@@ -235,11 +237,10 @@ def test_registry_names_every_backbone():
   assert "\n" not in str(raised.value)
 
 
-_OTHER_METHODS = [pytest.param(m, marks=pytest.mark.slow)
-                  for m in ("simsiam", "byol", "moco", "tsimcne", "micle")]
-
-
-@pytest.mark.parametrize("method", ["simclr"] + _OTHER_METHODS)
+# Each method's step compiles for a minute on 2 cores: slow. test_dino runs a ViT through the
+# loop, medssl-eval and medssl-export in the fast suite.
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simclr", "simsiam", "byol", "moco", "tsimcne", "micle"])
 def test_every_method_pretrains_a_vit_and_exports_it(method, synthetic_config, tmp_path):
   """--config.model.name=vit_nano with each method through the real loop (one device), and an
   export of the backbone. (test_dino evaluates a ViT run with medssl-eval.)"""
