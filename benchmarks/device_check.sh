@@ -66,7 +66,7 @@ if [[ $MODE == dry-run ]]; then
   PYTHON=${PYTHON:-.venv/bin/python}
   export JAX_PLATFORMS=cpu
   export XLA_FLAGS=${XLA_FLAGS:---xla_backend_optimization_level=0}  # compiles faster; same HLO
-  TORCH_ARGS=(--device=cpu --batch=2 --size=16 --source-size=32 --steps=1 --warmup=1 --no-compile)
+  TORCH_ARGS=(--device=cpu --batch=2 --size=16 --source-size=32 --steps=1 --warmup=0 --no-compile)
   JAX_ARGS=(--tiny --batch=8 --steps=1 --warmup=1)
 else
   : "${OUT:?OUT must name the folder for the results}"

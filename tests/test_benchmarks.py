@@ -18,6 +18,7 @@ import pytest
 from medssl_jax import methods
 from medssl_jax.data import array_record
 from medssl_jax.data import manifest
+from medssl_jax.loop import sharding
 
 from conftest import REPO_ROOT
 from conftest import xla_flags
@@ -178,6 +179,7 @@ def test_device_check_installs_missing_modules_from_carried_wheels_then_checks_i
   assert not (tmp_path / "out" / "torch.log").exists()
 
 
+@pytest.mark.slow  # 40 s of CPU (two processes, three compiles); the fast tests below cover its parts
 def test_dry_run_writes_the_report_of_every_stage(dry_run):
   out, result = dry_run
   torch_run, jax_run = result["torch"], result["jax"]
@@ -187,6 +189,8 @@ def test_dry_run_writes_the_report_of_every_stage(dry_run):
   assert jax_run["image_shape"] == [64, 64, 1]  # the real shards were read
   assert result["backend"] == "cpu" and result["peak_memory_bytes"] is None
   assert result["step_cost"]["batch_size"] == 8
+  cost = result["step_cost"]
+  assert cost["walk_flops"] == pytest.approx(cost["flops"], rel=2e-3)
   table = (out / "device_check.md").read_text()
   expected_rows = ["JAX, data on device", "JAX, real data through grain", "PyTorch reference",
                    "JAX / PyTorch, data on device", "goal 5,000 views/s", "step FLOPs", "| backbone |"]
@@ -196,8 +200,59 @@ def test_dry_run_writes_the_report_of_every_stage(dry_run):
   assert {"torch.log", "jax.log"} <= {p.name for p in out.iterdir()}
 
 
-def test_step_cost_parts_add_up_to_xla_totals(dry_run):
-  cost = dry_run[1]["step_cost"]
+def _fake_measure(config, steps, warmup):
+  # The recipe the GPU run times: SimCLR ResNet-50, 224 px, bf16, 256 per device, the shards.
+  assert (config.method, config.model.name, config.model.dtype, config.augment.size,
+          config.augment.policy, config.data.name) == (
+              "simclr", "resnet50", "bfloat16", 224, "simclr", "array_record")
+  assert config.batch_size == 256 * jax.device_count() and (steps, warmup) == (20, 3)
+  return {"devices": 1, "device_kind": "fake", "image_shape": [224, 224, 1], "warmup_s": 50.0,
+          "images_per_s_device_data": 3000.0, "images_per_s_real_data": 2900.0, "host_share": 0.01}
+
+
+def test_device_check_report_merges_both_frameworks(tmp_path, monkeypatch):
+  """device_check.run's own logic, with the measurements faked: what it passes on, what it
+  writes, the ratio and the goal."""
+  parts = {"backbone": {"flops": 95.0, "bytes": 90.0}, "loss": {"flops": 5.0, "bytes": 10.0}}
+  fake_cost = step_cost.StepCost(100.0, 100.0, 100.0, 100.0, parts, 1.0)
+  monkeypatch.setattr(device_check.throughput, "measure", _fake_measure)
+  monkeypatch.setattr(device_check.step_cost, "step_cost", lambda config, shape: fake_cost)
+  torch_json = tmp_path / "torch.json"
+  torch_json.write_text(json.dumps({"images_per_s": 2000.0, "views_per_s": 4000.0, "compiled": True,
+                                    "peak_memory_bytes": 2 ** 31}))
+  result = device_check.run(tmp_path, "SHARDS", 256, 20, 3, tiny=False, torch_json=str(torch_json))
+  assert json.loads((tmp_path / "device_check.json").read_text())["jax"] == result["jax"]
+  rows = dict(device_check.report_rows(result))
+  assert rows["JAX / PyTorch, data on device"] == "1.50x (goal 1.2x)"
+  assert rows["goal 5,000 views/s (data on device)"] == "met"  # 2 x 3000 views/s
+  assert rows["PyTorch, peak device memory"] == "2.00 GiB"
+  assert rows["augmentation + loss + optimizer: FLOPs, bytes"] == "5.00%, 10.00%"
+  table = (tmp_path / "device_check.md").read_text()
+  assert "| JAX / PyTorch, data on device | 1.50x (goal 1.2x) |" in table and "| loss |" in table
+
+
+def test_device_check_skips_step_cost_near_its_deadline(tmp_path, monkeypatch):
+  monkeypatch.setattr(device_check.throughput, "measure", _fake_measure)
+  monkeypatch.setattr(device_check.step_cost, "step_cost", lambda *args: pytest.fail("compiled"))
+  result = device_check.run(tmp_path, "SHARDS", 256, 20, 3, tiny=False, deadline=time.time() + 30)
+  assert result["step_cost"] is None and "deadline" in result["step_cost_skipped"]
+  assert "PyTorch" not in (tmp_path / "device_check.md").read_text()  # no torch.json given
+
+
+# --- step_cost ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_cost():
+  """step_cost.to_json of device_check's CPU-sized step (as its dry run compiles it), on one
+  device and uint8 28 px grey source images."""
+  config = device_check.check_config("", 8, tiny=True)
+  config.batch_size = 8
+  cost = step_cost.step_cost(config, (28, 28, 1), sharding.create_mesh(jax.devices()[:1]))
+  return step_cost.to_json(cost, config, (28, 28, 1))
+
+
+def test_step_cost_parts_add_up_to_xla_totals(tiny_cost):
+  cost = tiny_cost
   assert cost["walk_flops"] == pytest.approx(cost["flops"], rel=2e-3)
   assert cost["walk_bytes"] == pytest.approx(cost["bytes"], rel=2e-2)
   parts = cost["parts"]
@@ -208,11 +263,11 @@ def test_step_cost_parts_add_up_to_xla_totals(dry_run):
   assert cost["overhead_share"]["flops"] == pytest.approx(overhead / cost["walk_flops"])
 
 
-def test_backbone_share_is_the_backbone_compiled_alone(dry_run):
+def test_backbone_share_is_the_backbone_compiled_alone(tiny_cost):
   """Independent check of the attribution: forward + backward (to its parameters) of the
-  backbone alone on the 2B views of the dry run, compiled by itself, costs what the walk of
+  backbone alone on the 2B views of the tiny step, compiled by itself, costs what the walk of
   the whole step gave the backbone."""
-  cost = dry_run[1]["step_cost"]
+  cost = tiny_cost
   config = device_check.check_config("", 8, tiny=True)
   backbone = methods.get_method("simclr").create_model(config).backbone
   views = jax.ShapeDtypeStruct((2 * cost["batch_size"], 32, 32, 1), jnp.float32)
@@ -230,8 +285,6 @@ def test_backbone_share_is_the_backbone_compiled_alone(dry_run):
   alone = _compiled(forward_backward, variables["params"], variables["batch_stats"], views, features)
   assert cost["parts"]["backbone"]["flops"] == pytest.approx(_cost(alone, "flops"), rel=0.02)
 
-
-# --- step_cost ------------------------------------------------------------------------------
 
 def test_part_of_names_each_part():
   scope = step_cost._SCOPE  # pylint: disable=protected-access
