@@ -87,14 +87,32 @@ def _bucket(value: PathLike) -> str | None:
   return None
 
 
+def _check_credentials(value: PathLike) -> None:
+  """Without credentials gcsfs silently goes anonymous and a private bucket then looks absent
+  (or unreachable, after a minute of retries): say what is missing instead."""
+  if os.environ.get("STORAGE_EMULATOR_HOST"):
+    return  # a local emulator needs none
+  import google.auth  # pylint: disable=g-import-not-at-top
+  import google.auth.exceptions  # pylint: disable=g-import-not-at-top
+  try:
+    google.auth.default()
+  except google.auth.exceptions.DefaultCredentialsError as e:
+    reason = str(e).strip().splitlines()[0]
+    raise errors.UserError(
+        f"{value}: no Google Cloud credentials ({reason}); run `gcloud auth application-default "
+        "login`, set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on a "
+        "VM whose service account may use the bucket") from e
+
+
 def check_buckets(*values: PathLike) -> None:
-  """Raises a UserError naming the path if the bucket of any gs:// value does not exist or
-  cannot be reached with these credentials: checked before a run writes anything, so a typo
-  costs seconds, not a failed job. Local paths and "" are skipped."""
+  """Raises a UserError naming the path if there are no credentials, or if the bucket of any
+  gs:// value does not exist or cannot be reached with them: checked before a run writes
+  anything, so a typo costs seconds, not a failed job. Local paths and "" are skipped."""
   for value in values:
     bucket = _bucket(value) if value else None
     if bucket is None:
       continue
+    _check_credentials(value)
     try:
       found = epath.Path(f"gs://{bucket}").exists()
     except Exception as e:  # pylint: disable=broad-except  # auth, network: gcsfs raises many kinds

@@ -52,11 +52,11 @@ def synthetic_config():
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator():
+def gcs_emulator(tmp_path_factory):
   """A local GCS (tests/gcs_emulator.py) for the whole session, its client environment set
   in this process and inherited by subprocesses."""
   import gcs_emulator as emulator_lib  # pylint: disable=g-import-not-at-top
-  emulator = emulator_lib.Emulator().start()
+  emulator = emulator_lib.Emulator(tmp_path_factory.mktemp("gcs")).start()
   with emulator_lib.environment(emulator.url):
     yield emulator
   emulator.stop()

@@ -53,7 +53,7 @@ def download(request, response, storage, *args, **kwargs):
 objects.download = download
 from gcp_storage_emulator import server  # after the patch: its routes take the new handler
 
-server.create_server("127.0.0.1", int(sys.argv[1]), in_memory=True).start()
+server.create_server("127.0.0.1", int(sys.argv[1]), data_dir=sys.argv[2]).start()
 """
 
 
@@ -75,15 +75,18 @@ def client_environment(url: str) -> dict[str, str]:
 
 
 class Emulator:
-  """One emulator process; `new_bucket()` makes a fresh bucket."""
+  """One emulator process keeping its objects in `data_dir`, so that it can be stopped (the
+  storage "goes away" mid-run) and started again with its buckets; `new_bucket()` makes a
+  fresh bucket."""
 
-  def __init__(self, port: int | None = None):
+  def __init__(self, data_dir, port: int | None = None):
+    self.data_dir = str(data_dir)
     self.port = port or _free_port()
     self.url = f"http://127.0.0.1:{self.port}"
     self._process = None
 
   def start(self, timeout_s: float = 30.0) -> Emulator:
-    self._process = subprocess.Popen([sys.executable, "-c", _SERVER, str(self.port)],
+    self._process = subprocess.Popen([sys.executable, "-c", _SERVER, str(self.port), self.data_dir],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while True:

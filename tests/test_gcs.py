@@ -171,6 +171,62 @@ def test_a_missing_bucket_or_object_fails_at_once_in_one_line(gcs_bucket, medmni
   _no_local_gs_folder(tmp_path, REPO_ROOT)
 
 
+def test_missing_credentials_fail_before_training_in_one_line(medmnist_dir, tmp_path):
+  """No emulator here: as on a machine where nobody ran `gcloud auth application-default login`."""
+  bare = {k: v for k, v in os.environ.items()
+          if k not in gcs_emulator.client_environment("") and k != "GOOGLE_APPLICATION_CREDENTIALS"}
+  no_credentials = dict(bare, HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+                        NO_GCE_CHECK="True")  # not a Google Cloud VM: no metadata server to ask
+  a_bad_key_file = dict(bare, GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing-key.json"))
+  for env in (no_credentials, a_bad_key_file):
+    result = subprocess.run(_train_command("gs://some-bucket/run", medmnist_dir), cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: gs://some-bucket/run: no Google Cloud credentials"), last
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in last and "Traceback" not in result.stderr
+  _no_local_gs_folder(tmp_path)
+
+
+def test_storage_lost_mid_run_stops_in_one_line_and_the_last_checkpoint_resumes(
+    gcs_emulator, gcs_bucket, medmnist_dir, tmp_path):
+  """The emulator is stopped after the first checkpoint: the next save cannot reach the
+  bucket, and the run must stop with one line, not hang in retries; with the storage back,
+  the same command resumes from the committed checkpoint."""
+  workdir = f"{gcs_bucket}/run"
+  # Two tensorstore retries instead of eight keep the test short; the path is the same.
+  env = dict(os.environ, XLA_FLAGS=conftest.xla_flags(1), MEDSSL_STORAGE_RETRIES="2")
+  command = _train_command(workdir, medmnist_dir) + [
+      "--config.num_steps=400", "--config.log_every=1000", "--config.checkpoint_every=10"]
+  process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not checkpointing.checkpoint_steps(workdir):
+    assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
+    time.sleep(0.2)
+  gcs_emulator.stop()
+  try:
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 2, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {workdir}/checkpoints"), last
+    assert "check the bucket, the network and the credentials" in last, last
+    assert "last committed checkpoint (step 10) is intact" in last, last
+    print(f"stopped {time.monotonic() - started:.0f} s after the storage went away")
+  finally:
+    if process.poll() is None:
+      process.kill()
+    gcs_emulator.start()
+
+  resumed = subprocess.run(command[:-3] + ["--config.num_steps=12", "--config.checkpoint_every=10"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step 10" in resumed.stderr
+  assert checkpointing.checkpoint_steps(workdir)[-1] == 12
+  _no_local_gs_folder(tmp_path)
+
+
 def test_a_tfds_set_prepared_into_the_bucket_trains_and_evaluates_by_name(
     gcs_bucket, medmnist_dir, tiny_config, tmp_path):
   import tfds_fixture  # pylint: disable=g-import-not-at-top

@@ -4,6 +4,7 @@ config compatibility check that runs before anything is written.
 from __future__ import annotations
 
 import json
+import os
 
 import grain
 import jax
@@ -13,6 +14,9 @@ import orbax.checkpoint as ocp
 from medssl_jax import errors
 from medssl_jax import paths
 from medssl_jax.loop import defaults
+from medssl_jax.loop import storage
+
+storage.bound_tensorstore_retries()
 
 CONFIG_FILE = "config.json"
 # Config keys of the loop that decide the shapes and structure of the saved state: a checkpoint
@@ -39,6 +43,37 @@ def save(manager, step: int, state, data_iterator=None) -> None:
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
   manager.save(step, args=ocp.args.Composite(**items))
+
+
+class Saver:
+  """A run's asynchronous saves, knowing which step is committed without asking the storage,
+  and turning a failed save into a one-line StorageError (loop/storage.py)."""
+
+  def __init__(self, manager: ocp.CheckpointManager, data_iterator=None):
+    self.manager = manager
+    self.data_iterator = data_iterator
+    self.committed = manager.latest_step()
+    self._in_flight = None
+
+  def _guard(self):
+    directory = self.manager.directory
+    last = None
+    if self.committed is not None and not paths.is_remote(directory):
+      last = os.fspath(directory / str(self.committed))
+    return storage.writes_to(directory, last_committed=self.committed, checkpoint_dir=last)
+
+  def save(self, step: int, state) -> None:
+    with self._guard():
+      save(self.manager, step, state, self.data_iterator)  # waits for the save in flight first
+    if self._in_flight is not None:
+      self.committed = self._in_flight
+    self._in_flight = step
+
+  def finish(self) -> None:
+    with self._guard():
+      self.manager.wait_until_finished()
+    if self._in_flight is not None:
+      self.committed, self._in_flight = self._in_flight, None
 
 
 def restore(manager, abstract_state, data_iterator=None, step: int | None = None):

@@ -23,6 +23,7 @@ from medssl_jax.loop import optim
 from medssl_jax.loop import preemption
 from medssl_jax.loop import sharding
 from medssl_jax.loop import state as state_lib
+from medssl_jax.loop import storage
 from medssl_jax.loop import writers
 from medssl_jax.methods import base as method_base
 from medssl_jax.weights import init_from
@@ -145,6 +146,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
     logging.info("resumed from step %d of %s", int(state.step), workdir)
 
   step_fn = jit_train_step(config, model, method, optimizer, mesh)
+  saver = checkpointing.Saver(manager, data_iterator)
   writer = writers.MetricWriter(workdir)
   start_step = int(state.step)
   progress = writers.Progress(config.num_steps, config.batch_size, start_step)
@@ -161,15 +163,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
       if logging_step:
         metrics = jax.device_get(metrics)
         metrics.update(progress.report(step, metrics))
-        writer.write_scalars(step, metrics)
+        with storage.writes_to(workdir, last_committed=saver.committed):
+          writer.write_scalars(step, metrics)
       preempted = watch.should_stop(step)
       if (step % config.checkpoint_every == 0 or step == config.num_steps or preempted
           or (logging_step and timed_saves.due())):
-        checkpointing.save(manager, step, state, data_iterator)
+        saver.save(step, state)
       if preempted:
         logging.warning("preempted: saved step %d and stopping; rerun the same command to continue", step)
         break
-  manager.wait_until_finished()
+  saver.finish()
   writer.close()
   return state
 
