@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from medssl_jax import errors
+from medssl_jax.evaluation import fit_progress
 from medssl_jax.evaluation import metrics
 from medssl_jax.evaluation import probes
 
@@ -220,19 +221,22 @@ def _objective_bwd(kind, grad, cotangent):
 _objective.defvjp(_objective_fwd, _objective_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "max_iter"))
-def _minimize(params, data, tol, *, kind: str, max_iter: int):
-  """L-BFGS from `params` until the gradient's max-abs entry is below tol (sklearn's
-  stopping rule) or max_iter; returns (params, iterations, final max-abs gradient)."""
+_SOLVER = optax.lbfgs()  # zoom line search; stateless, so one instance serves every fit
+_CHUNK = 20  # L-BFGS iterations per jitted call: the host logs progress between calls
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def _minimize(params, state, data, tol, stop_at, *, kind: str):
+  """L-BFGS from (params, state) until the gradient's max-abs entry is below tol (sklearn's
+  stopping rule) or the iteration count reaches stop_at (traced, so resuming a fit chunk by
+  chunk compiles once); returns (params, state, iterations, final max-abs gradient)."""
   fun = lambda p: _objective(p, data, kind)
-  solver = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(fun)
 
   def step(carry):
     params, state = carry
     value, grad = value_and_grad(params, state=state)
-    updates, state = solver.update(grad, state, params, value=value, grad=grad,
-                                   value_fn=fun)
+    updates, state = _SOLVER.update(grad, state, params, value=value, grad=grad, value_fn=fun)
     return optax.apply_updates(params, updates), state
 
   def grad_max(state):
@@ -241,10 +245,24 @@ def _minimize(params, data, tol, *, kind: str, max_iter: int):
 
   def keep_going(carry):
     count = optax.tree.get(carry[1], "count")
-    return (count == 0) | ((count < max_iter) & (grad_max(carry[1]) >= tol))
+    return (count == 0) | ((count < stop_at) & (grad_max(carry[1]) >= tol))
 
-  params, state = jax.lax.while_loop(keep_going, step, (params, solver.init(params)))
-  return params, optax.tree.get(state, "count"), grad_max(state)
+  params, state = jax.lax.while_loop(keep_going, step, (params, state))
+  return params, state, optax.tree.get(state, "count"), grad_max(state)
+
+
+def _minimize_with_progress(params, data, tol: float, *, kind: str, max_iter: int, c: float,
+                            progress: fit_progress.FitProgress):
+  """_minimize in chunks of _CHUNK iterations, reporting progress between them."""
+  state, iterations = _SOLVER.init(params), 0
+  while True:
+    params, state, count, grad_max = _minimize(
+        params, state, data, jnp.float32(tol), jnp.int32(min(iterations + _CHUNK, max_iter)),
+        kind=kind)
+    iterations, grad_max = int(count), float(grad_max)
+    if iterations >= max_iter or grad_max < tol:
+      return params, iterations, grad_max
+    progress.update(c, iterations)
 
 
 # --------------------------------------------------------------------------
@@ -270,7 +288,7 @@ def _task(train_y: np.ndarray, multi_label: bool):
 def fit_jax_probe(train_x, train_y, val_x, val_y, *,
                   Cs: Sequence[float] = probes.DEFAULT_CS, multi_label: bool = False,
                   max_iter: int = 1000, tol: float = 1e-5, block_size: int = 8192,
-                  seed: int = 0) -> JaxLogisticProbe:
+                  seed: int = 0, name: str = "logistic") -> JaxLogisticProbe:
   """Fits a logistic probe with L-BFGS in JAX, choosing C by validation AUROC.
 
   Args:
@@ -288,6 +306,7 @@ def fit_jax_probe(train_x, train_y, val_x, val_y, *,
     block_size: training rows per block of the on-device pass.
     seed: unused: the objective is convex and the start is zero, so every fit is
       deterministic; kept so the call mirrors probes.fit_logistic_probe.
+    name: what is probed, for the progress lines of a long fit (fit_progress.py).
 
   Returns:
     The probe fitted on the training split with the selected C. Ties in validation
@@ -328,18 +347,20 @@ def fit_jax_probe(train_x, train_y, val_x, val_y, *,
             "b": jnp.zeros((width,), jnp.float32)}
 
   best, curve = None, []
+  progress = fit_progress.FitProgress(name, len(Cs), int(max_iter))
   for c in sorted(float(c) for c in Cs):
     # Ascending C with a warm start: each optimum is a short walk from the last one.
     data = (blocks, jnp.asarray(inverse_counts / c, jnp.float32))  # l2 = 1 / (C * N_l).
-    params, iterations, grad_max = _minimize(params, data, jnp.float32(tol), kind=kind,
-                                             max_iter=int(max_iter))
-    if int(iterations) >= max_iter:
+    params, iterations, grad_max = _minimize_with_progress(
+        params, data, tol, kind=kind, max_iter=int(max_iter), c=c, progress=progress)
+    progress.finished_c(c, iterations)
+    if iterations >= max_iter:
       warnings.warn(f"L-BFGS reached max_iter={max_iter} at C={c} with gradient "
-                    f"{float(grad_max):.2e} > tol={tol}", stacklevel=2)
+                    f"{grad_max:.2e} > tol={tol}", stacklevel=2)
     probe = JaxLogisticProbe(
         mean=mean, std=std, weights=np.asarray(params["w"], np.float64),
         bias=np.asarray(params["b"], np.float64), classes=classes, C=c, val_score=0.0,
-        multi_label=multi_label, num_outputs=num_outputs, num_iterations=int(iterations))
+        multi_label=multi_label, num_outputs=num_outputs, num_iterations=iterations)
     score = metrics.auroc(val_y, probe.predict_proba(val_x),
                           multi_label=multi_label)["auroc"]
     curve.append((c, score))
@@ -347,4 +368,5 @@ def fit_jax_probe(train_x, train_y, val_x, val_y, *,
     if best is None or score > best.val_score + _TIE_TOL:
       best = dataclasses.replace(probe, val_score=score)
   best.val_curve = curve
+  progress.close(best.C)
   return best

@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from medssl_jax import errors
+from medssl_jax.evaluation import fit_progress
 from medssl_jax.evaluation import metrics
 
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -161,7 +162,7 @@ def _predict_proba(model, x, multi_label: bool, num_outputs: int) -> np.ndarray:
 def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
                        Cs: Sequence[float] = DEFAULT_CS,
                        multi_label: bool = False, max_iter: int = 1000,
-                       seed: int = 0) -> LogisticProbe:
+                       seed: int = 0, name: str = "logistic") -> LogisticProbe:
   """Fits a logistic probe, choosing C by validation AUROC.
 
   Args:
@@ -175,6 +176,7 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
     multi_label: fit one binary logistic regression per label.
     max_iter: lbfgs iteration limit.
     seed: random_state for sklearn.
+    name: what is probed, for the progress lines of a long fit (fit_progress.py).
 
   Returns:
     The probe fitted on the training split with the selected C. Ties in
@@ -208,6 +210,7 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
 
   has_unknown = multi_label and bool(np.any(train_y < 0))
   best, curve = None, []
+  progress = fit_progress.FitProgress(name, len(Cs), max_iter)
   for c in sorted(float(c) for c in Cs):
     model = _make_model(c, multi_label, max_iter, seed, has_unknown)
     model = model.fit(train_z, train_y)
@@ -217,10 +220,12 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
     # Strictly better only: ascending C order makes ties keep the smaller C.
     if best is None or score > best[1] + _TIE_TOL:
       best = (c, score, model)
+    progress.finished_c(c)
 
   # lbfgs is deterministic, so the train-only fit at the chosen C already is
   # the refit the selection calls for; no need to fit it again.
   c, score, model = best
+  progress.close(c)
   return LogisticProbe(mean=mean, std=std, model=model, C=c, val_score=score,
                        multi_label=multi_label, num_outputs=num_outputs,
                        val_curve=curve)

@@ -37,7 +37,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   unknown = set(config.baselines) - set(BASELINES)
   if unknown:
     raise errors.UserError(f"unknown baselines {sorted(unknown)}; known: {BASELINES}")
-  suite.probe_kind(config, 0)
+  suite.probe_kind(config, 0, 0)
 
 
 def feature_cache_dir(config, workdir: paths.Path) -> paths.Path | None:

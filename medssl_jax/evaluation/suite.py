@@ -27,22 +27,24 @@ from medssl_jax.evaluation import probes
 PROBE_KINDS = ("auto", "sklearn", "jax")
 
 
-def probe_kind(config, num_train: int) -> str:
-  """scikit-learn for small sets (exact, fast); the JAX probe beyond probe.sklearn_max_examples."""
+def probe_kind(config, num_train: int, num_features: int) -> str:
+  """scikit-learn for small problems (exact, fast there); the JAX probe beyond
+  probe.sklearn_max_entries training entries (examples x features): sklearn's time grows
+  with both, so 35k raw 784-pixel images need the JAX probe as much as 500k 1-d ones."""
   kind = config.probe.kind
   if kind not in PROBE_KINDS:
     raise errors.UserError(f"probe.kind must be one of {PROBE_KINDS}, got {kind!r}")
   if kind == "auto":
-    return "sklearn" if num_train <= config.probe.sklearn_max_examples else "jax"
+    return "sklearn" if num_train * num_features <= config.probe.sklearn_max_entries else "jax"
   return kind
 
 
-def fit_probe(config, train_x, train_y, val_x, val_y, multi_label: bool):
-  kind = probe_kind(config, len(train_x))
+def fit_probe(config, train_x, train_y, val_x, val_y, multi_label: bool, name: str = "logistic"):
+  """The probe of (train, val) features with the solver probe_kind picks; (probe, kind)."""
+  kind = probe_kind(config, *np.shape(train_x))
   fit = probes.fit_logistic_probe if kind == "sklearn" else jax_probe.fit_jax_probe
-  extra = {"max_iter": config.probe.max_iter} if kind == "sklearn" else {}
   probe = fit(train_x, train_y, val_x, val_y, Cs=tuple(config.probe.Cs), multi_label=multi_label,
-              seed=config.seed, **extra)
+              max_iter=config.probe.max_iter, seed=config.seed, name=name)
   return probe, kind
 
 
@@ -52,7 +54,8 @@ def _probe(run, representation: str):
   if representation not in memo:
     feats, labels = run.features(representation), run.labels()
     memo[representation] = fit_probe(run.config, feats["train"], labels["train"], feats["val"],
-                                     labels["val"], run.splits["train"].multi_label)
+                                     labels["val"], run.splits["train"].multi_label,
+                                     name=representation)
   return memo[representation]
 
 
@@ -131,7 +134,7 @@ def _fraction_score(run, protocol: str, representation: str, indices: np.ndarray
   if key not in memo:
     feats = run.features(representation)
     probe, _ = fit_probe(run.config, feats["train"][indices], labels["train"][indices], feats["val"],
-                         labels["val"], run.splits["train"].multi_label)
+                         labels["val"], run.splits["train"].multi_label, name=representation)
     memo[key] = probes.evaluate_probe(probe, feats["test"], labels["test"], n_boot=0)[metric]
   return memo[key]
 
