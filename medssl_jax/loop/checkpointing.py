@@ -3,6 +3,7 @@ config compatibility check that runs before anything is written.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 
@@ -10,15 +11,20 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from medssl_jax import errors
 from medssl_jax import paths
 from medssl_jax.loop import defaults
+from medssl_jax.loop import fingerprint
 from medssl_jax.loop import storage
 
 storage.bound_tensorstore_retries()
 
 CONFIG_FILE = "config.json"
+COMMIT_MARKER = "commit_success.txt"   # written last by Orbax: a step without it did not finish
+SET_ASIDE_DIR = "checkpoints_set_aside"  # unrestorable steps are moved here, never deleted
 # Config keys of the loop that decide the shapes and structure of the saved state: a checkpoint
 # written with other values cannot be restored into this run. The method adds its own.
 LOOP_STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable")
@@ -26,6 +32,26 @@ LOOP_STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable")
 
 class IncompatibleCheckpointError(errors.UserError):
   pass
+
+
+class UnrestorableCheckpointError(errors.UserError):
+  pass
+
+
+def _short(error: BaseException) -> str:
+  """The first line of an error, without tensorstore's spec dump."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  return text.split(" See full TensorStore details")[0].split(" [tensorstore_spec=")[0][:300]
+
+
+def _try_restore(manager, step, restore_fn):
+  """(restore_fn(step), None), or (None, why the step cannot be restored)."""
+  if not (manager.directory / str(step) / COMMIT_MARKER).exists():
+    return None, f"its commit marker {COMMIT_MARKER} is missing (a save that did not finish)"
+  try:
+    return restore_fn(step), None
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore, zstd, OS and Orbax errors alike
+    return None, f"{type(e).__name__}: {_short(e)}"
 
 
 def create_manager(workdir, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
@@ -38,8 +64,25 @@ def has_checkpoint(workdir) -> bool:
   return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
+FINGERPRINT_ITEM = "fingerprint"
+
+
+def check_fingerprint(manager, step: int, state) -> None:
+  """Raises if `state` is not what was saved at `step` (checkpoints without a fingerprint,
+  written before it existed, are not checked)."""
+  if not (manager.directory / str(step) / FINGERPRINT_ITEM).exists():
+    return
+  expected = manager.restore(step, args=ocp.args.Composite(
+      **{FINGERPRINT_ITEM: ocp.args.JsonRestore()}))[FINGERPRINT_ITEM]
+  wrong = fingerprint.mismatches(state, expected)
+  if wrong:
+    raise ValueError(f"restored arrays differ from what was saved (checksum): {', '.join(wrong[:3])}"
+                     + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
+
+
 def save(manager, step: int, state, data_iterator=None) -> None:
-  items = {"state": ocp.args.StandardSave(state)}
+  items = {"state": ocp.args.StandardSave(state),
+           FINGERPRINT_ITEM: ocp.args.JsonSave(fingerprint.fingerprint(state))}
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
   manager.save(step, args=ocp.args.Composite(**items))
@@ -91,11 +134,49 @@ def restore(manager, abstract_state, data_iterator=None, step: int | None = None
   if data_iterator is not None and same_topology:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   state = manager.restore(step, args=ocp.args.Composite(**items))["state"]
+  check_fingerprint(manager, step, state)
   if data_iterator is not None and not same_topology:
     written = sorted(data_dir.glob("process_0-of-*.json"))
     if not written:
       raise errors.UserFileNotFoundError(f"no data-iterator state in {data_dir}")
     data_iterator.set_state(json.loads(written[0].read_text()))
+  return state
+
+
+def set_aside(manager, step: int, reason: str) -> None:
+  """Moves an unrestorable step out of the checkpoints folder (renamed, never deleted)."""
+  source = manager.directory / str(step)
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  target = manager.directory.parent / SET_ASIDE_DIR / f"{step}-{stamp}"
+  target.parent.mkdir(parents=True, exist_ok=True)
+  source.rename(target)
+  logging.warning("checkpoint step %d cannot be restored (%s); moved it to %s", step, reason, target)
+
+
+def restore_newest_good(manager, abstract_state, data_iterator=None):
+  """Restores the newest step that restores. Newer steps that do not (a corrupt or truncated
+  file, a save that never finished) are set aside with a warning, so that a requeued job
+  resumes instead of crash-looping; if no step restores, nothing is moved and a
+  UnrestorableCheckpointError lists what was tried."""
+  failures, state = [], None
+  for step in sorted(manager.all_steps(), reverse=True):
+    state, reason = _try_restore(manager, step,
+                                 lambda s: restore(manager, abstract_state, data_iterator, s))
+    if reason is None:
+      break
+    failures.append((step, reason))
+  if state is None:
+    tried = "; ".join(f"step {step}: {reason}" for step, reason in failures)
+    raise UnrestorableCheckpointError(
+        f"no checkpoint in {manager.directory} can be restored ({tried}); move that folder aside "
+        "to start again from scratch, or use another --workdir")
+  if failures:
+    if jax.process_index() == 0:
+      for step, reason in failures:
+        set_aside(manager, step, reason)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("checkpoints set aside")
+    manager.reload()
   return state
 
 
@@ -166,7 +247,8 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> None:
 def _read_only_manager(workdir) -> ocp.CheckpointManager:
   directory = paths.path(workdir) / "checkpoints"
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_handlers={"state": ocp.StandardCheckpointHandler()})
+                               item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                              FINGERPRINT_ITEM: ocp.JsonCheckpointHandler()})
 
 
 def checkpoint_steps(workdir) -> list[int]:
@@ -195,7 +277,17 @@ def restore_variables(workdir, step: int | None = None):
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                                   manager.item_metadata(step)["state"])
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+  def restore_checked(s):
+    restored = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    check_fingerprint(manager, s, restored)
+    return restored
+
+  state, reason = _try_restore(manager, step, restore_checked)
+  if reason is not None:
+    others = sorted(s for s in steps if s != step)
+    raise UnrestorableCheckpointError(
+        f"checkpoint step {step} in {directory} cannot be restored ({reason}); other steps "
+        f"present: {others or 'none'} (choose one with the step setting, e.g. --config.init.step)")
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   return config, jax.device_get(variables), step
 

@@ -142,7 +142,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
     abstract_state = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
         jax.eval_shape(init_fn, init_key))
-    state = checkpointing.restore(manager, abstract_state, data_iterator)
+    state = checkpointing.restore_newest_good(manager, abstract_state, data_iterator)
     logging.info("resumed from step %d of %s", int(state.step), workdir)
 
   step_fn = jit_train_step(config, model, method, optimizer, mesh)
