@@ -45,6 +45,42 @@ def override_keys(argv: list[str], flag: str = "config") -> list[str]:
   return [arg[len(prefix):].split("=", 1)[0] for arg in argv if arg.startswith(prefix)]
 
 
+def override_values(argv: list[str], flag: str = "config") -> list[tuple[str, str]]:
+  """(dotted key, value text) of every `--config.key=value` (or `--config.key value`)."""
+  prefix, pairs = f"--{flag}.", []
+  for i, arg in enumerate(argv):
+    if not arg.startswith(prefix):
+      continue
+    key, sep, value = arg[len(prefix):].partition("=")
+    if not sep:
+      value = argv[i + 1] if i + 1 < len(argv) else ""
+    pairs.append((key, value))
+  return pairs
+
+
+_BOOLEANS = ("true", "false", "1", "0", "yes", "no")
+
+
+def _type_mismatch(default, text: str) -> str | None:
+  """What `text` should have been for a key whose default is `default`; None if it fits."""
+  if isinstance(default, bool):
+    return None if text.lower() in _BOOLEANS else "true or false"
+  try:
+    if isinstance(default, int):
+      int(text)
+    elif isinstance(default, float):
+      float(text)
+  except ValueError:
+    return "an integer" if isinstance(default, int) else "a number"
+  return None
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
 def config_path(argv: list[str], flag: str = "config") -> str | None:
   for i, arg in enumerate(argv):
     if arg.startswith(f"--{flag}="):
@@ -55,15 +91,22 @@ def config_path(argv: list[str], flag: str = "config") -> str | None:
 
 
 def check_overrides(argv: list[str], flag: str = "config") -> None:
-  """Raises ConfigKeyError naming each unknown override key and listing the valid ones."""
+  """Raises ConfigKeyError naming each unknown override key and listing the valid ones, or an
+  override whose value does not parse as its key's type (absl would print a flag dump)."""
   path = config_path(argv, flag)
   if path is None:
     return
-  valid = flat_keys(load_config_file(path))
+  config = load_config_file(path)
+  valid = flat_keys(config)
   unknown = [k for k in override_keys(argv, flag) if k not in valid]
   if unknown:
     raise ConfigKeyError(
         f"unknown config key(s) {', '.join(unknown)} for {path}. Valid keys:\n  " + "\n  ".join(valid))
+  for key, text in override_values(argv, flag):
+    expected = _type_mismatch(_get(config, key), text)
+    if expected:
+      raise ConfigKeyError(f"--{flag}.{key}={text}: {key} must be {expected} "
+                           f"(its default is {_get(config, key)!r})")
 
 
 def run_binary(main) -> None:

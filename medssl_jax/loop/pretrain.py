@@ -24,6 +24,7 @@ from medssl_jax.loop import preemption
 from medssl_jax.loop import sharding
 from medssl_jax.loop import state as state_lib
 from medssl_jax.loop import storage
+from medssl_jax.loop import validation
 from medssl_jax.loop import writers
 from medssl_jax.methods import base as method_base
 from medssl_jax.weights import init_from
@@ -106,6 +107,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   Everything that can reject the run (data, config, batch size, an incompatible workdir)
   is checked before anything is written to `workdir`.
   """
+  validation.check_settings(config)
+  validation.check_workdir(workdir)
   paths.check_buckets(workdir, config.data.dir, config.init_from, config.data.manifest.csv)
   workdir = paths.path(workdir)
   mesh = sharding.create_mesh() if mesh is None else mesh
@@ -114,6 +117,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   method.check_config(config)
   checkpointing.check_compatible(workdir, config, structural_keys(method))
   source = open_training_source(config)
+  validation.check_batch_against_split(config, len(source))
   model = method.create_model(config)
   optimizer = optim.create_optimizer(config.optim, config.batch_size, config.num_steps)
   method_base.view_policies(config)  # fail on an unknown policy name before anything is written
