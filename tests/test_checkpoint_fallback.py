@@ -1,6 +1,7 @@
 """A latest checkpoint that cannot be restored (bytes flipped in an array file, a truncated
 file, a missing commit marker) is set aside and training resumes from the step before it,
 ending exactly where an uninterrupted run ends; evaluation and init_from name the step."""
+import errno
 import os
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 
 from medssl_jax.loop import checkpointing
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import storage
 
 import conftest
 import synthetic_data
@@ -115,3 +117,32 @@ def test_fingerprint_changes_with_one_flipped_bit_or_swapped_values():
   assert fingerprint.mismatches(flipped, saved) == ["w"]
   assert fingerprint.mismatches(swapped, saved) == ["w"]
   assert fingerprint.mismatches({"w": tree["w"]}, saved) == ["h", "n"]
+
+
+def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes_from_the_last_checkpoint(
+    runs, tmp_path, monkeypatch):
+  """The disk fills up at the save of step 4 (an injected ENOSPC where Orbax's save starts; a
+  real full tmpfs gives the same message, see the issue note): the run stops naming the
+  path, the free space and the checkpoint size, step 2 stays, and the rerun ends exactly as
+  an uninterrupted run."""
+  config, root = runs
+  workdir = tmp_path / "run"
+  real_save = checkpointing.save
+
+  def save_on_a_full_disk(manager, step, state, data_iterator=None):
+    if step == 4:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    real_save(manager, step, state, data_iterator)
+
+  monkeypatch.setattr(checkpointing, "save", save_on_a_full_disk)
+  with pytest.raises(storage.StorageError) as error:
+    pretrain.run(config, workdir)
+  message = str(error.value)
+  assert message.startswith(f"no space left on the device writing {workdir}/checkpoints ("), message
+  assert "MB free): a checkpoint of this run takes" in message
+  assert "the last committed checkpoint (step 2) is intact" in message
+  monkeypatch.setattr(checkpointing, "save", real_save)
+  pretrain.run(config, workdir)
+  _, expected, _ = checkpointing.restore_variables(root / "uninterrupted", 6)
+  _, actual, _ = checkpointing.restore_variables(workdir, 6)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, actual, expected)

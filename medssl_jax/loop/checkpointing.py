@@ -106,10 +106,9 @@ class Saver:
     return storage.writes_to(directory, last_committed=self.committed, checkpoint_dir=last)
 
   def save(self, step: int, state) -> None:
+    self.finish()  # Orbax's save would wait for the save in flight anyway; now it is known committed
     with self._guard():
-      save(self.manager, step, state, self.data_iterator)  # waits for the save in flight first
-    if self._in_flight is not None:
-      self.committed = self._in_flight
+      save(self.manager, step, state, self.data_iterator)
     self._in_flight = step
 
   def finish(self) -> None:
