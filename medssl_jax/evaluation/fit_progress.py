@@ -2,8 +2,9 @@
 
 A fit tries each C in turn; one C's solver may stop at any iteration up to max_iter. The ETA
 counts each finished C as one unit and the current C as its iterations over the mean
-iteration count of the finished ones (max_iter before any has finished, so the first ETA is
-an upper bound). Nothing is logged for fits shorter than `every_s`, so small probes stay quiet.
+iteration count of the finished ones. Before any C has finished it assumes max_iter for every
+C and says "at most": later Cs start from the last optimum and usually take far fewer
+iterations. Nothing is logged for fits shorter than `every_s`, so small probes stay quiet.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ EVERY_S = 15.0  # a progress line at most this often, and none for fits shorter 
 
 
 class FitProgress:
-  """Logs '<name> probe: C i/n, iteration k, elapsed, ETA' every `every_s` seconds."""
+  """Logs '<name> probe: i/n values of C fitted, at iteration k of C=c, elapsed, ETA' at most
+  every `every_s` seconds, and a closing line if it logged at all."""
 
   def __init__(self, name: str, num_cs: int, max_iter: int, *, every_s: float | None = None,
                clock=time.monotonic):
@@ -44,11 +46,12 @@ class FitProgress:
       return
     self.last, self.logged = now, True
     eta = self.eta_s(iteration or 0)
+    bound = "at most " if not self.iterations_done and self.max_iter else ""
     where = f", at iteration {iteration} of C={c:g}" if iteration is not None else ""
     logging.info("%s probe: %d/%d values of C fitted%s, %s elapsed, ETA %s", self.name,
                  len(self.iterations_done), self.num_cs, where,
                  writers.format_duration(now - self.start),
-                 "unknown" if eta is None else writers.format_duration(eta))
+                 "unknown" if eta is None else bound + writers.format_duration(eta))
 
   def finished_c(self, c: float, iterations: int = 0) -> None:
     """iterations: the solver's count at c (0 where unknown: each C then counts as one unit)."""
