@@ -75,7 +75,9 @@ def test_long_jax_fit_logs_progress_with_eta_and_chunks_change_nothing(monkeypat
   with caplog.at_level("INFO"):
     chunked = jax_probe.fit_jax_probe(*train, *val, Cs=(0.01, 1.0), name="raw_pixels")
   text = caplog.text
-  assert "raw_pixels probe: 0/2 values of C fitted, at iteration 2 of C=0.01" in text
+  # Before the first C ends the ETA is the max_iter bound, and says so.
+  assert "raw_pixels probe: 0/2 values of C fitted, at iteration 2 of C=0.01, " in text
+  assert "ETA at most " in text
   assert "raw_pixels probe: 1/2 values of C fitted, at iteration" in text and "ETA 0m" in text
   assert "raw_pixels probe: fitted 2 values of C in" in text
   assert chunked.num_iterations == whole.num_iterations

@@ -41,8 +41,9 @@ def get_config():
 
   config.probe = ml_collections.ConfigDict()
   config.probe.kind = "auto"        # sklearn | jax | auto (sklearn up to sklearn_max_entries)
-  # Training examples x features up to which auto uses scikit-learn (BENCHMARKS.md, issue 20).
-  config.probe.sklearn_max_entries = 2_000_000
+  # Training examples x features up to which auto uses scikit-learn: beyond, its lbfgs can take
+  # minutes where the JAX probe takes seconds (BENCHMARKS.md, issue 20).
+  config.probe.sklearn_max_entries = 500_000
   config.probe.Cs = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
   config.probe.max_iter = 1000
 
