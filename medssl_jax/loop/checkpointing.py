@@ -244,10 +244,20 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> None:
 
 
 def _read_only_manager(workdir) -> ocp.CheckpointManager:
+  """A manager that only reads (an evaluation may watch a run that is still saving). Every
+  item has a handler and the options are what read-only implies, so Orbax has nothing to
+  warn about; its unconditional "directory is read only" warning is silenced."""
   directory = paths.path(workdir) / "checkpoints"
-  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_handlers={"state": ocp.StandardCheckpointHandler(),
-                                              FINGERPRINT_ITEM: ocp.JsonCheckpointHandler()})
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                "data": grain.checkpoint.CheckpointHandler(),
+                                                FINGERPRINT_ITEM: ocp.JsonCheckpointHandler()})
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def checkpoint_steps(workdir) -> list[int]:

@@ -5,6 +5,7 @@ one-line message that lists the keys they could have meant.
 """
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import runpy
 import sys
@@ -109,11 +110,19 @@ def check_overrides(argv: list[str], flag: str = "config") -> None:
                            f"(its default is {_get(config, key)!r})")
 
 
+def _no_libtpu_notice(record) -> bool:
+  """False for JAX's INFO line saying libtpu.so is not installed: off a TPU VM that is
+  expected, and users read it as a fault (on a TPU VM libtpu is installed, so a real TPU
+  failure still shows)."""
+  return "cannot open shared object file" not in record.getMessage()
+
+
 def run_binary(main) -> None:
   """absl's app.run for our binaries: a user mistake (errors.UserError: a bad override, missing
   data, an incompatible workdir, an invalid setting) ends with its one-line message and exit
   status 2; anything else is a bug and keeps its traceback. MEDSSL_DEBUG=1 shows the
   traceback of user errors too."""
+  std_logging.getLogger("jax._src.xla_bridge").addFilter(_no_libtpu_notice)
   try:
     check_overrides(sys.argv)
     app.run(main)
