@@ -19,6 +19,15 @@ def pretraining() -> ml_collections.ConfigDict:
   config.checkpoint_every = 500        # steps
   config.checkpoint_every_minutes = 0.0  # also save every so many minutes (checked at log steps); 0 = off
   config.keep_checkpoints = 3
+  # A NaN/inf loss, gradient or state: "stop" raises naming the step and the last good
+  # checkpoint (nothing non-finite is saved); "skip_step" discards that update and counts it.
+  config.nan_policy = "stop"
+
+  # A trace of steps start_step .. start_step+num_steps-1 in WORKDIR/profile (TensorBoard's
+  # profile plugin; a .perfetto trace too); start_step=0 = no profile.
+  config.profile = ml_collections.ConfigDict()
+  config.profile.start_step = 0
+  config.profile.num_steps = 5
 
   # Start from other weights (continued pretraining, staged recipes, ImageNet): see weights/init_from.py.
   # A pretraining workdir, a medssl-export directory, or a torchvision/timm .pth/.safetensors
@@ -60,6 +69,7 @@ def pretraining() -> ml_collections.ConfigDict:
   config.optim.lr_scaling = "linear"
   config.optim.warmup_steps = 100
   config.optim.weight_decay = 1e-6
+  config.optim.weight_decay_end = -1.0  # adamw: cosine from weight_decay to this (DINO); -1 = constant
   config.optim.momentum = 0.9
   config.optim.trust_coefficient = 0.001
   config.optim.trainable = ""        # regex on parameter paths ("projector/Dense_1/.*"); "" = all

@@ -5,6 +5,7 @@ import re
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -60,10 +61,32 @@ def create_optimizer(optim_config: ml_collections.ConfigDict, batch_size: int,
   return optimizer
 
 
+def lr_schedule(optim_config: ml_collections.ConfigDict, batch_size: int,
+                total_steps: int) -> optax.Schedule:
+  """The learning-rate schedule create_optimizer's optimizer follows (the loop logs it)."""
+  return warmup_cosine(learning_rate(optim_config, batch_size), optim_config.warmup_steps,
+                       total_steps)
+
+
+def weight_decay_schedule(optim_config, total_steps):
+  """AdamW's weight decay: constant, or a cosine from weight_decay to weight_decay_end over
+  the run (DINO's 0.04 -> 0.4) when weight_decay_end >= 0."""
+  end = optim_config.get("weight_decay_end", -1)
+  if end < 0:
+    return optim_config.weight_decay
+  start = optim_config.weight_decay
+
+  def schedule(count):
+    progress = jnp.minimum(count, total_steps) / max(total_steps, 1)
+    return end + (start - end) * 0.5 * (1 + jnp.cos(jnp.pi * progress))
+  return schedule
+
+
 def _base_optimizer(optim_config, batch_size, total_steps) -> optax.GradientTransformation:
-  schedule = warmup_cosine(learning_rate(optim_config, batch_size), optim_config.warmup_steps,
-                           total_steps)
+  schedule = lr_schedule(optim_config, batch_size, total_steps)
   name = optim_config.name
+  if name != "adamw" and optim_config.get("weight_decay_end", -1) >= 0:
+    raise errors.UserError(f"optim.weight_decay_end is for optim.name=adamw, not {name!r}")
   if name == "sgd":
     return optax.chain(
         optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
@@ -73,5 +96,16 @@ def _base_optimizer(optim_config, batch_size, total_steps) -> optax.GradientTran
                       weight_decay_mask=decay_mask, trust_coefficient=optim_config.trust_coefficient,
                       trust_ratio_mask=decay_mask, momentum=optim_config.momentum)
   if name == "adamw":
-    return optax.adamw(schedule, weight_decay=optim_config.weight_decay, mask=decay_mask)
+    return optax.adamw(schedule, weight_decay=weight_decay_schedule(optim_config, total_steps),
+                       mask=decay_mask)
   raise errors.UserError(f"unknown optim.name {name!r}; known: {OPTIMIZERS}")
+
+
+def schedule_count(opt_state) -> jax.Array:
+  """The step count of the learning-rate schedule inside `opt_state` (optax's
+  ScaleByScheduleState): the count the next update's learning rate is taken at."""
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)  # noqa: E731
+  found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule) if is_schedule(s)]
+  if not found:
+    raise ValueError("the optimizer has no learning-rate schedule")
+  return found[0].count

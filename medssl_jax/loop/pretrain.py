@@ -7,20 +7,25 @@ The step is a pure function of (state, batch, base key): per-step randomness com
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
+from medssl_jax import errors
 from medssl_jax import methods
 from medssl_jax import paths
 from medssl_jax.data import catalog
 from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
 from medssl_jax.loop import checkpointing
+from medssl_jax.loop import metrics as metrics_lib
 from medssl_jax.loop import optim
+from medssl_jax.loop import overview
 from medssl_jax.loop import preemption
+from medssl_jax.loop import profiling
 from medssl_jax.loop import sharding
 from medssl_jax.loop import state as state_lib
 from medssl_jax.loop import storage
@@ -30,6 +35,11 @@ from medssl_jax.methods import base as method_base
 from medssl_jax.weights import init_from
 
 TrainState = state_lib.TrainState
+NAN_POLICIES = ("stop", "skip_step")
+
+
+class DivergedError(errors.UserError):
+  """The loss, a gradient or the state became NaN/inf (config.nan_policy=stop)."""
 
 
 def create_train_state(config, model, method, optimizer, rng, image_shape) -> TrainState:
@@ -51,6 +61,55 @@ def jit_train_step(config, model, method, optimizer, mesh):
   prepare = functools.partial(method.make_views, config=config)
   loss_fn = functools.partial(method_loss, method=method, model=model, config=config)
   return state_lib.jit_train_step(mesh, prepare=prepare, loss_fn=loss_fn, optimizer=optimizer)
+
+
+def jit_loop_step(config, model, method, optimizer, mesh):
+  """The loop's step (state, interval, batch, base_key) -> (state, interval, finite): the
+  shared train step with the learning rate and config.nan_policy, its metrics added on the
+  device to the logging interval (loop/metrics.py); `finite` is the step's own flag."""
+  prepare = functools.partial(method.make_views, config=config)
+  loss_fn = functools.partial(method_loss, method=method, model=model, config=config)
+  step_fn = functools.partial(
+      state_lib.train_step, prepare=prepare, loss_fn=loss_fn, optimizer=optimizer,
+      schedule=optim.lr_schedule(config.optim, config.batch_size, config.num_steps),
+      skip_nonfinite=config.nan_policy == "skip_step")
+
+  def loop_step(state, interval, batch, base_key):
+    number = state.step + 1
+    state, step_metrics = step_fn(state, batch, base_key)
+    return state, metrics_lib.accumulate(interval, step_metrics, number), step_metrics["finite"]
+
+  def empty_interval(state, batch, base_key):
+    return metrics_lib.zeros(jax.eval_shape(step_fn, state, batch, base_key)[1])
+
+  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  jitted = jax.jit(loop_step, in_shardings=(replicated, replicated, batched, replicated),
+                   out_shardings=(replicated, replicated, replicated), donate_argnums=(0,))
+  return jitted, jax.jit(empty_interval, out_shardings=replicated)
+
+
+def check_nan_policy(config) -> None:
+  if config.nan_policy not in NAN_POLICIES:
+    raise errors.UserError(f"unknown nan_policy {config.nan_policy!r}; known: {', '.join(NAN_POLICIES)}")
+
+
+class DivergenceGuard:
+  """Raises DivergedError for the first non-finite step (nan_policy=stop), after the saves in
+  flight are committed, naming that step and the last good checkpoint."""
+
+  def __init__(self, enabled: bool, saver: checkpointing.Saver, workdir):
+    self.enabled, self.saver, self.workdir = enabled, saver, workdir
+
+  def check(self, step: int, finite) -> None:
+    if not self.enabled or bool(finite):
+      return
+    self.saver.finish()  # nothing after the divergence is saved; what was saved before is kept
+    last = self.saver.committed
+    kept = (f"the last good checkpoint is step {last} in {self.workdir / 'checkpoints'} "
+            "(rerunning resumes from it)" if last is not None else "no checkpoint was saved before it")
+    raise DivergedError(
+        f"training diverged: non-finite loss, gradient or state at step {step}; {kept}; lower "
+        "optim.base_lr or set --config.nan_policy=skip_step")
 
 
 def open_training_source(config):
@@ -115,6 +174,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   sharding.check_batch_size(config.batch_size, mesh)
   method = methods.get_method(config.method)
   method.check_config(config)
+  check_nan_policy(config)
+  profiler = profiling.StepProfiler(config.profile, workdir)
   checkpointing.check_compatible(workdir, config, structural_keys(method))
   source = open_training_source(config)
   validation.check_batch_against_split(config, len(source))
@@ -149,8 +210,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
     state = checkpointing.restore_newest_good(manager, abstract_state, data_iterator)
     logging.info("resumed from step %d of %s", int(state.step), workdir)
 
-  step_fn = jit_train_step(config, model, method, optimizer, mesh)
+  loop_step, empty_interval = jit_loop_step(config, model, method, optimizer, mesh)
   saver = checkpointing.Saver(manager, data_iterator)
+  guard = DivergenceGuard(config.nan_policy == "stop", saver, workdir)
   writer = writers.MetricWriter(workdir)
   start_step = int(state.step)
   progress = writers.Progress(config.num_steps, config.batch_size, start_step)
@@ -158,25 +220,41 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
     logging.info("training %s / %s on %d devices (%d processes): %d steps of %d images",
                  config.method, config.model.name, mesh.devices.size, jax.process_count(),
                  config.num_steps, config.batch_size)
+  overview.describe_run(config, state.params, mesh, writer)
   timed_saves = preemption.TimedSaves(config.checkpoint_every_minutes)
+  interval = zero_interval = None
+  waited, previous = 0.0, None  # seconds waiting for data; (step, finite) not yet checked
   with preemption.PreemptionWatch() as watch:
     for step in range(start_step + 1, config.num_steps + 1):
+      profiler.before(step)
+      started = time.perf_counter()
       batch = next(data_iterator)
-      state, metrics = step_fn(state, batch, base_key)
+      waited += time.perf_counter() - started
+      if interval is None:
+        interval = zero_interval = empty_interval(state, batch, base_key)
+      state, interval, finite = loop_step(state, interval, batch, base_key)
+      if previous is not None:
+        guard.check(*previous)  # the step before: the device is already busy with this one
+      previous = (step, finite)
+      profiler.after(step, state)
       logging_step = step % config.log_every == 0 or step == config.num_steps
       if logging_step:
-        metrics = jax.device_get(metrics)
-        metrics.update(progress.report(step, metrics))
+        guard.check(step, finite)
+        scalars = metrics_lib.means(jax.device_get(interval))
+        interval = zero_interval
+        scalars.update(progress.report(step, scalars, data_wait_s=waited))
+        waited = 0.0
         with storage.writes_to(workdir, last_committed=saver.committed):
-          writer.write_scalars(step, metrics)
+          writer.write_scalars(step, scalars)
       preempted = watch.should_stop(step)
       if (step % config.checkpoint_every == 0 or step == config.num_steps or preempted
           or (logging_step and timed_saves.due())):
+        guard.check(step, finite)  # nothing non-finite is ever saved
         saver.save(step, state)
       if preempted:
         logging.warning("preempted: saved step %d and stopping; rerun the same command to continue", step)
         break
+  profiler.stop(state)
   saver.finish()
   writer.close()
   return state
-

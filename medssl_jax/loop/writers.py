@@ -15,9 +15,18 @@ from absl import logging
 from medssl_jax import paths
 
 
+def _finite_or_none(value):
+  # Strict JSON has no NaN/Infinity: a non-finite value is written as null.
+  if isinstance(value, float) and not np.isfinite(value):
+    return None
+  if isinstance(value, list):
+    return [_finite_or_none(v) for v in value]
+  return value
+
+
 def _to_python(value):
   value = np.asarray(value)
-  return value.item() if value.size == 1 else value.tolist()
+  return _finite_or_none(value.item() if value.size == 1 else value.tolist())
 
 
 class MetricWriter:
@@ -44,7 +53,7 @@ class MetricWriter:
     if not self.enabled:
       return
     scalars = {k: _to_python(v) for k, v in scalars.items()}
-    line = json.dumps({"step": int(step), **scalars}) + "\n"
+    line = json.dumps({"step": int(step), **scalars}, allow_nan=False) + "\n"
     if self._remote_text is None:
       with self.jsonl_path.open("a") as f:
         f.write(line)
@@ -54,6 +63,20 @@ class MetricWriter:
     for name, value in scalars.items():
       if isinstance(value, (int, float)):
         self._tensorboard.add_scalar(name, value, global_step=int(step))
+
+  def write_text(self, tag: str, text: str) -> None:
+    """Markdown text in TensorBoard's Text tab (shown as written: indented as code)."""
+    if self.enabled:
+      self._tensorboard.add_text(tag, "\n".join("    " + line for line in text.splitlines()))
+
+  def write_hparams(self, hparams: dict) -> None:
+    """`hparams` ({name: bool/int/float/str}) in TensorBoard's HParams tab, in this run's own
+    event file (tensorboardX's add_hparams would make a separate run of it)."""
+    if not self.enabled:
+      return
+    from tensorboardX.summary import hparams as hparams_summary  # pylint: disable=g-import-not-at-top
+    for summary in hparams_summary(hparams, {}):
+      self._tensorboard.file_writer.add_summary(summary)
 
   def close(self) -> None:
     if self.enabled:
@@ -68,7 +91,8 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-  """Throughput and ETA measured between reports, excluding the first (compiling) step."""
+  """Throughput, ETA and where the time went, measured between reports, excluding the first
+  (compiling) interval."""
 
   def __init__(self, total_steps: int, global_batch: int, start_step: int = 0):
     self.total_steps = total_steps
@@ -76,15 +100,23 @@ class Progress:
     self._last_step = start_step
     self._last_time = None
 
-  def report(self, step: int, metrics: dict) -> dict:
-    """Returns throughput figures and logs one progress line (process 0)."""
+  def report(self, step: int, metrics: dict, data_wait_s: float | None = None) -> dict:
+    """Returns throughput figures and logs one progress line (process 0). `data_wait_s`: the
+    time the loop waited for batches since the last report."""
     now = time.perf_counter()
     figures = {}
     if self._last_time is not None and step > self._last_step:
-      steps_per_s = (step - self._last_step) / (now - self._last_time)
+      steps = step - self._last_step
+      steps_per_s = steps / (now - self._last_time)
       images_per_s = steps_per_s * self.global_batch
       figures = {"steps_per_s": steps_per_s, "images_per_s": images_per_s,
                  "images_per_s_per_device": images_per_s / jax.device_count()}
+      if data_wait_s is not None:
+        # The loop waits for the device every step (the divergence check), so the time not
+        # spent waiting for data is the device's (and dispatch).
+        step_s = 1 / steps_per_s
+        figures.update(step_time_s=step_s, data_wait_s=data_wait_s / steps,
+                       device_time_s=max(0.0, step_s - data_wait_s / steps))
       eta = format_duration((self.total_steps - step) / steps_per_s)
       speed = f"{images_per_s:.1f} img/s, ETA {eta}"
     else:
@@ -92,7 +124,10 @@ class Progress:
     self._last_step, self._last_time = step, now
     if jax.process_index() == 0:
       loss = float(metrics.get("loss", float("nan")))
-      logging.info("step %d/%d  loss %.4f  %s", step, self.total_steps, loss, speed)
+      spread = ""
+      if "loss_min" in metrics:
+        spread = f" [{float(metrics['loss_min']):.4f}, {float(metrics['loss_max']):.4f}]"
+      logging.info("step %d/%d  loss %.4f%s  %s", step, self.total_steps, loss, spread, speed)
     return figures
 
 
