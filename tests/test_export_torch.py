@@ -28,6 +28,7 @@ from medssl_jax.loop import sharding
 from medssl_jax.models import encoder
 from medssl_jax.weights import api
 from medssl_jax.weights import export
+from medssl_jax.weights import init_from
 from medssl_jax.weights import torch_export
 from medssl_jax.weights import torch_weights
 
@@ -308,6 +309,16 @@ def test_small_stem_round_trip_is_bitwise(small_run, tmp_path):
     state_dict = torch_weights.read_state_dict(tmp_path / "export" / name)
     assert_trees_equal(expected, torch_export.from_state_dict(state_dict, "resnet18"))
     assert_trees_equal(expected, torch_weights.resnet_variables(state_dict, "resnet18", in_channels=1))
+    assert_trees_equal(expected, _through_init_from(small_run, tmp_path / "export" / name, expected))
+
+
+def _through_init_from(workdir, weights_file, like):
+  """The backbone --config.init_from=weights_file gives a run configured as `workdir`."""
+  config = checkpointing.load_config(workdir)
+  config.init_from = str(weights_file)
+  variables, kind, _ = init_from.load_source(config, {"backbone": like["params"]})
+  assert kind == "torch"
+  return {"params": variables["params"]["backbone"], "batch_stats": variables["batch_stats"]["backbone"]}
 
 
 def test_resnet50_loads_into_torchvision_and_round_trips_through_init_from(
@@ -356,6 +367,7 @@ def test_densenet121_loads_into_torchvision_and_round_trips(densenet_run, large_
   module_file_model = import_module_file(out).load(out)
   assert_features_close(torch_features(module_file_model, large_images, config["preprocessing"]), expected)
   assert_trees_equal(variables, torch_export.from_state_dict(state_dict, "densenet121"))
+  assert_trees_equal(variables, _through_init_from(workdir, out / "model.safetensors", variables))
 
 
 def test_key_table_matches_torchvision_for_every_architecture():

@@ -16,6 +16,7 @@ import json
 
 import flax
 import jax
+import numpy as np
 from absl import logging
 
 from medssl_jax import errors
@@ -24,6 +25,7 @@ from medssl_jax.loop import checkpointing
 from medssl_jax.models import vit
 from medssl_jax.weights import export
 from medssl_jax.weights import timm_vit
+from medssl_jax.weights import torch_export
 from medssl_jax.weights import torch_weights
 
 RECORD_FILE = "init.json"
@@ -56,16 +58,35 @@ def _check_architecture(source_model: dict, model_config, source: str) -> None:
                            + "\n  ".join(differences))
 
 
+def _shapes(tree) -> dict:
+  return jax.tree_util.tree_map(np.shape, tree)
+
+
+def _torch_backbone(state_dict: dict, model_config, target_backbone: dict) -> dict:
+  """A torchvision-keyed state dict as this run's backbone: taken as it is when its shapes are
+  exactly the backbone's (a medssl-export of any width, stem and channels, DenseNet
+  included), else converted from stock ImageNet weights (width 1, standard stem; RGB
+  kernels summed for grey input)."""
+  if model_config.name in torch_export.supported():
+    try:
+      exact = torch_export.from_state_dict(state_dict, model_config.name)
+    except errors.UserError:
+      exact = None
+    if exact is not None and _shapes(exact["params"]) == _shapes(target_backbone):
+      return exact
+  torch_weights.check_convertible(model_config)
+  return torch_weights.resnet_variables(state_dict, model_config.name,
+                                        in_channels=export.input_channels(target_backbone))
+
+
 def load_source(config, target_params) -> tuple[dict, str, int | None]:
   """({"params", "batch_stats"} keyed by module, kind of source, step) of config.init_from."""
   source = config.init_from
   if torch_weights.is_weights_file(source) and config.model.name in vit.ARCHITECTURES:
     return timm_vit.load_variables(source, target_params["backbone"]), "timm_vit", None
   if torch_weights.is_weights_file(source):
-    torch_weights.check_convertible(config.model)
-    channels = export.input_channels(target_params["backbone"])
-    backbone = torch_weights.resnet_variables(torch_weights.read_state_dict(source),
-                                              config.model.name, in_channels=channels)
+    backbone = _torch_backbone(torch_weights.read_state_dict(source), config.model,
+                               target_params["backbone"])
     variables = {"params": {"backbone": backbone["params"]},
                  "batch_stats": {"backbone": backbone["batch_stats"]}}
     return variables, "torch", None

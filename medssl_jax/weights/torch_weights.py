@@ -47,7 +47,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
   except Exception as e:  # pylint: disable=broad-except  # torch and safetensors raise many kinds
     raise errors.UserError(f"{path} is not a readable {path.suffix} weights file (corrupt or truncated?): "
                            f"{type(e).__name__}: {e}") from e
-  for wrapper in ("state_dict", "model"):  # training checkpoints nest the weights
+  for wrapper in ("state_dict", "model", "teacher"):  # training checkpoints nest the weights
     if isinstance(loaded.get(wrapper), dict):
       loaded = loaded[wrapper]
   tensors = {k: v for k, v in loaded.items() if isinstance(v, np.ndarray)}
