@@ -10,6 +10,7 @@ import pytest
 
 from medssl_jax import errors
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import sharding
 
 
 def _saved_state(workdir, step):
@@ -21,6 +22,11 @@ def _saved_state(workdir, step):
 def _all_finite(tree):
   return all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(tree)
              if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
+def _one_device():
+  # One device compiles faster than eight; the policy is the same on any mesh.
+  return sharding.create_mesh(jax.devices()[:1])
 
 
 def _strict_lines(path):
@@ -35,7 +41,7 @@ def test_absurd_lr_stops_then_skip_step_resumes_from_the_last_good_checkpoint(sy
   config.num_steps, config.log_every, config.checkpoint_every = 4, 1, 1
   # Steps 1-2 are finite (warmup starts at lr 0), step 3 is not: measured with this config.
   with pytest.raises(pretrain.DivergedError) as raised:
-    pretrain.run(config, tmp_path)
+    pretrain.run(config, tmp_path, mesh=_one_device())
   message = str(raised.value)
   assert isinstance(raised.value, errors.UserError) and "\n" not in message
   assert "at step 3;" in message and "last good checkpoint is step 2" in message, message
@@ -47,7 +53,7 @@ def test_absurd_lr_stops_then_skip_step_resumes_from_the_last_good_checkpoint(sy
 
   # skip_step resumes from step 2 (it restores) and discards every non-finite update.
   config.nan_policy = "skip_step"
-  final = pretrain.run(config, tmp_path)
+  final = pretrain.run(config, tmp_path, mesh=_one_device())
   assert int(final.step) == 4
   lines = _strict_lines(tmp_path / "metrics.jsonl")
   assert [line["step"] for line in lines] == [1, 2, 3, 4]

@@ -215,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   guard = DivergenceGuard(config.nan_policy == "stop", saver, workdir)
   writer = writers.MetricWriter(workdir)
   start_step = int(state.step)
-  progress = writers.Progress(config.num_steps, config.batch_size, start_step)
+  progress = writers.Progress(config.num_steps, config.batch_size, start_step, mesh.devices.size)
   if start_step == 0:
     logging.info("training %s / %s on %d devices (%d processes): %d steps of %d images",
                  config.method, config.model.name, mesh.devices.size, jax.process_count(),

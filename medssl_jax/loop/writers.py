@@ -94,9 +94,11 @@ class Progress:
   """Throughput, ETA and where the time went, measured between reports, excluding the first
   (compiling) interval."""
 
-  def __init__(self, total_steps: int, global_batch: int, start_step: int = 0):
+  def __init__(self, total_steps: int, global_batch: int, start_step: int = 0,
+               num_devices: int | None = None):
     self.total_steps = total_steps
     self.global_batch = global_batch
+    self.num_devices = num_devices  # the mesh's; None = every device
     self._last_step = start_step
     self._last_time = None
 
@@ -110,7 +112,7 @@ class Progress:
       steps_per_s = steps / (now - self._last_time)
       images_per_s = steps_per_s * self.global_batch
       figures = {"steps_per_s": steps_per_s, "images_per_s": images_per_s,
-                 "images_per_s_per_device": images_per_s / jax.device_count()}
+                 "images_per_s_per_device": images_per_s / (self.num_devices or jax.device_count())}
       if data_wait_s is not None:
         # The loop waits for the device every step (the divergence check), so the time not
         # spent waiting for data is the device's (and dispatch).
