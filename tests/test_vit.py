@@ -263,3 +263,13 @@ def test_every_method_pretrains_a_vit_and_exports_it(method, synthetic_config, t
   assert info["architecture"] == "vit_nano" and info["input"]["channels"] == 1
   flat = flax.traverse_util.flatten_dict(tree["backbone"]["params"], sep="/")
   np.testing.assert_array_equal(flat["pos_embed"], np.asarray(state.params["backbone"]["pos_embed"]))
+
+
+def test_export_states_a_vit_feature_size_and_init_from_compares_patch_sizes():
+  model = ml_collections.ConfigDict({"name": "vit_s16", "width": 1.0, "small_stem": True, "patch_size": 16})
+  assert export.feature_dim(model) == 384
+  source = dict(model.to_dict(), patch_size=4)
+  with pytest.raises(errors.UserError, match="patch_size: run/x has 4, this run has 16"):
+    init_from._check_architecture(source, model, "run/x")  # pylint: disable=protected-access
+  resnet = ml_collections.ConfigDict({"name": "resnet18", "width": 1.0, "small_stem": True, "patch_size": 16})
+  init_from._check_architecture(dict(resnet.to_dict(), patch_size=4), resnet, "run/x")  # pylint: disable=protected-access

@@ -37,6 +37,7 @@ from medssl_jax import paths
 from medssl_jax.loop import checkpointing
 from medssl_jax.models import densenet
 from medssl_jax.models import resnet
+from medssl_jax.models import vit
 
 INFO_FILE = "backbone.json"
 VARIABLES_DIR = "variables"
@@ -62,6 +63,8 @@ def feature_dim(model) -> int | None:
     return resnet.feature_dim(model.name, model.width)
   if model.name in densenet.ARCHITECTURES:
     return densenet.feature_dim(model.name, model.width)
+  if model.name in vit.ARCHITECTURES:
+    return vit.hidden_dim(model.name, model.width)
   return None
 
 

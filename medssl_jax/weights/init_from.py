@@ -51,8 +51,11 @@ def copy_matching(target: dict, source: dict, modules) -> tuple[dict, list[str],
 
 
 def _check_architecture(source_model: dict, model_config, source: str) -> None:
+  # A ViT's patch size decides its stem and position embeddings (other backbones ignore it,
+  # and configs written before the key existed lack it).
+  keys = _ARCHITECTURE_KEYS + (("patch_size",) if model_config.name in vit.ARCHITECTURES else ())
   differences = [f"{k}: {source} has {source_model.get(k)!r}, this run has {model_config[k]!r}"
-                 for k in _ARCHITECTURE_KEYS if source_model.get(k) != model_config[k]]
+                 for k in keys if source_model.get(k) != model_config[k]]
   if differences:
     raise errors.UserError(f"init_from={source} is another architecture than this run's model:\n  "
                            + "\n  ".join(differences))
