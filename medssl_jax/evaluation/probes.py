@@ -141,8 +141,8 @@ class _KnownRowsOneVsRest:
 
 
 def _make_model(c: float, multi_label: bool, max_iter: int, seed: int,
-                has_unknown: bool = False):
-  model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+                has_unknown: bool = False, tol: float = 1e-4):
+  model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed, tol=tol)
   if not multi_label:
     return model
   # Fully known labels keep sklearn's own one-vs-rest; the same fits either way.
@@ -162,7 +162,8 @@ def _predict_proba(model, x, multi_label: bool, num_outputs: int) -> np.ndarray:
 def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
                        Cs: Sequence[float] = DEFAULT_CS,
                        multi_label: bool = False, max_iter: int = 1000,
-                       seed: int = 0, name: str = "logistic") -> LogisticProbe:
+                       seed: int = 0, name: str = "logistic",
+                       tol: float = 1e-4) -> LogisticProbe:
   """Fits a logistic probe, choosing C by validation AUROC.
 
   Args:
@@ -177,6 +178,8 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
     max_iter: lbfgs iteration limit.
     seed: random_state for sklearn.
     name: what is probed, for the progress lines of a long fit (fit_progress.py).
+    tol: lbfgs stops when every gradient entry of the mean objective is below this
+      (sklearn's default, 1e-4).
 
   Returns:
     The probe fitted on the training split with the selected C. Ties in
@@ -212,7 +215,7 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
   best, curve = None, []
   progress = fit_progress.FitProgress(name, len(Cs), max_iter)
   for c in sorted(float(c) for c in Cs):
-    model = _make_model(c, multi_label, max_iter, seed, has_unknown)
+    model = _make_model(c, multi_label, max_iter, seed, has_unknown, tol)
     model = model.fit(train_z, train_y)
     val_proba = _predict_proba(model, val_z, multi_label, num_outputs)
     score = metrics.auroc(val_y, val_proba, multi_label=multi_label)["auroc"]

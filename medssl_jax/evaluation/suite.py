@@ -21,6 +21,7 @@ from medssl_jax.evaluation import fractions as fractions_lib
 from medssl_jax.evaluation import jax_probe
 from medssl_jax.evaluation import knn as knn_lib
 from medssl_jax.evaluation import metrics
+from medssl_jax.evaluation import pca
 from medssl_jax.evaluation import plots
 from medssl_jax.evaluation import probes
 
@@ -40,12 +41,22 @@ def probe_kind(config, num_train: int, num_features: int) -> str:
 
 
 def fit_probe(config, train_x, train_y, val_x, val_y, multi_label: bool, name: str = "logistic"):
-  """The probe of (train, val) features with the solver probe_kind picks; (probe, kind)."""
+  """The probe of (train, val) features with the solver probe_kind picks; (probe, kind). Raw
+  pixels wider than probe.raw_pixels_components are first projected onto that many principal
+  components of the training rows (pca.py); the probe returned takes unprojected features."""
+  components = config.probe.raw_pixels_components
+  projection = None
+  if name == "raw_pixels" and 0 < components < np.shape(train_x)[1]:
+    projection = pca.fit(train_x, components)
+    logging.info("raw pixels: %d features projected onto their top %d principal components "
+                 "(%.1f%% of the training variance)", np.shape(train_x)[1], components,
+                 100 * projection.variance_kept)
+    train_x, val_x = projection(train_x), projection(val_x)
   kind = probe_kind(config, *np.shape(train_x))
   fit = probes.fit_logistic_probe if kind == "sklearn" else jax_probe.fit_jax_probe
   probe = fit(train_x, train_y, val_x, val_y, Cs=tuple(config.probe.Cs), multi_label=multi_label,
-              max_iter=config.probe.max_iter, seed=config.seed, name=name)
-  return probe, kind
+              max_iter=config.probe.max_iter, tol=config.probe.tol, seed=config.seed, name=name)
+  return (probe if projection is None else pca.ProjectedProbe(probe, projection)), kind
 
 
 def _probe(run, representation: str):
@@ -70,6 +81,9 @@ def linear_probe(run, workdir: paths.Path) -> dict:
                                    seed=run.config.seed)
     result.update(C=float(probe.C), val_auroc=float(probe.val_score), probe=kind,
                   feature_dim=int(feats["train"].shape[1]))
+    if isinstance(probe, pca.ProjectedProbe):
+      result.update(pca_components=int(probe.projection.components.shape[1]),
+                    pca_variance_kept=float(probe.projection.variance_kept))
     results[name] = result
   return results
 
