@@ -4,7 +4,8 @@
       [--timeout=600] [--override=probe.kind=sklearn ...]
 
 Each case fits the probe exactly as `configs/eval/linear_probe.py` does with its defaults
-(`suite.fit_probe`: solver choice, Cs, max_iter) and scores it on the test split with
+(`suite.fit_probe`: solver choice, Cs, max_iter, tol, principal components of raw pixels) and
+scores it on the test split with
 1000 bootstrap resamples (`probes.evaluate_probe`), in a fresh subprocess killed after
 --timeout seconds ("did not finish" then). Cases:
 
@@ -107,6 +108,11 @@ _LOADERS = {"blood_pixels": _blood_pixels, "blood_random_init": _blood_random_in
             "synthetic_features": lambda args: _synthetic("features")}
 
 
+# What each case stands for in the eval: fit_probe treats raw pixels as such (pca.py).
+_REPRESENTATION = {"blood_pixels": "raw_pixels", "blood_random_init": "random_init",
+                   "synthetic_pixels": "raw_pixels", "synthetic_features": "pretrained"}
+
+
 def _eval_config(overrides):
   sys.path.insert(0, str(_REPO / "configs" / "eval"))
   import linear_probe  # pylint: disable=g-import-not-at-top
@@ -132,11 +138,14 @@ def run_case(case: str, args) -> dict:
   data, extra = _LOADERS[case](args)
   (train_x, train_y), (val_x, val_y), (test_x, test_y) = data["train"], data["val"], data["test"]
   start = time.perf_counter()
-  probe, kind = suite.fit_probe(config, train_x, train_y, val_x, val_y, multi_label=False)
+  probe, kind = suite.fit_probe(config, train_x, train_y, val_x, val_y, multi_label=False,
+                                name=_REPRESENTATION[case])
   fit_s = time.perf_counter() - start
   start = time.perf_counter()
   result = probes.evaluate_probe(probe, test_x, test_y, n_boot=config.n_boot, seed=config.seed)
   score_s = time.perf_counter() - start
+  if hasattr(probe, "projection"):
+    kind += f" on {probe.projection.components.shape[1]} PCs"
   return {"case": case, "shape": list(train_x.shape), "probe": kind, "fit_s": round(fit_s, 1),
           "score_s": round(score_s, 1), "C": probe.C, "val_auroc": round(float(probe.val_score), 4),
           "test_auroc": round(result["auroc"], 4), "test_accuracy": round(result["accuracy"], 4),
@@ -176,7 +185,8 @@ def main():
       lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
       row = json.loads(lines[-1][7:]) if lines else {"case": case, "error": done.stderr[-2000:]}
       sys.stderr.write(done.stderr[-4000:])
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timeout:
+      sys.stderr.write((timeout.stderr or b"")[-4000:].decode(errors="replace"))
       row = {"case": case, "fit_s": f"did not finish in {args.timeout:.0f} s"}
     row.update(wall_s=round(time.perf_counter() - start, 1), load=load)
     rows.append(row)

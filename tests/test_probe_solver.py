@@ -95,3 +95,35 @@ def test_long_sklearn_fit_logs_progress_per_c(monkeypatch, caplog):
   assert kind == "sklearn"
   assert "random_init probe: 1/3 values of C fitted" in caplog.text
   assert "random_init probe: 2/3 values of C fitted" in caplog.text and "ETA" in caplog.text
+
+
+def test_raw_pixels_are_probed_on_their_principal_components():
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+
+  from medssl_jax.evaluation import pca  # pylint: disable=g-import-not-at-top
+  from medssl_jax.evaluation import probes  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(6)
+  mixing = rng.standard_normal((4, 30))  # 30 correlated "pixels" from 4 factors, plus noise
+  def pixels(seed, n):
+    (x, y), noise = _gaussian_set(seed, n, dim=4), np.random.default_rng(seed + 50)
+    return x @ mixing + 0.1 * noise.standard_normal((n, 30)), y
+  train, val, test = pixels(7, 300), pixels(8, 100), pixels(9, 200)
+  config = linear_probe.get_config()
+  config.probe.Cs, config.probe.raw_pixels_components = (0.1, 1.0), 5
+  probe, kind = suite.fit_probe(config, *train, *val, multi_label=False, name="raw_pixels")
+  assert kind == "sklearn" and isinstance(probe, pca.ProjectedProbe)
+  reference = PCA(n_components=5).fit(train[0])
+  assert probe.projection.variance_kept == pytest.approx(reference.explained_variance_ratio_.sum())
+  # The same probe as one fitted on scikit-learn's PCA scores (component signs may differ;
+  # float32 projections and lbfgs at tol 1e-4 leave differences near 1e-3).
+  want = probes.fit_logistic_probe(reference.transform(train[0]), train[1],
+                                   reference.transform(val[0]), val[1], Cs=(0.1, 1.0))
+  np.testing.assert_allclose(probe.predict_proba(test[0]),
+                             want.predict_proba(reference.transform(test[0])), atol=2e-3)
+  assert probe.C == want.C and probes.evaluate_probe(probe, *test, n_boot=0)["auroc"] > 0.7
+  # Other representations, and raw pixels no wider than the limit, are probed as they are.
+  assert not isinstance(suite.fit_probe(config, *train, *val, False, name="pretrained")[0],
+                        pca.ProjectedProbe)
+  config.probe.raw_pixels_components = 30
+  assert not isinstance(suite.fit_probe(config, *train, *val, False, name="raw_pixels")[0],
+                        pca.ProjectedProbe)
