@@ -22,22 +22,32 @@ _BATCH_ENTRIES = 1 << 22  # resamples scored together: (batch, N) float64 arrays
 
 
 class _SortedColumn:
-  """One score column sorted once: the permutation, and where each run of equal scores starts."""
+  """One score column sorted once: the permutation, and where each run of equal scores starts.
+
+  Counts, their running sums and the products below are integers or halves, exact in float32
+  while N times the largest draw count stays under 2^23 (test sets up to about half a million
+  images) and off by under 1e-7 relative beyond; float32 halves the memory traffic. Without
+  tied scores each example is its own run, and the per-run sums are skipped.
+  """
 
   def __init__(self, scores: np.ndarray, positive: np.ndarray, known: np.ndarray):
     self.order = np.argsort(scores, kind="stable")
     ordered = scores[self.order]
-    self.starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    self.positive = (positive & known)[self.order].astype(np.float64)
-    self.negative = (~positive & known)[self.order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    self.starts = None if starts.size == scores.size else starts  # None: no ties
+    self.positive = (positive & known)[self.order].astype(np.float32)
+    self.negative = (~positive & known)[self.order].astype(np.float32)
 
   def auroc(self, counts: np.ndarray) -> np.ndarray:
-    """(B,) AUROCs of B resamples given as (B, N) draw counts."""
+    """(B,) AUROCs of B resamples given as (B, N) float32 draw counts."""
     weights = counts[:, self.order]
-    pos = np.add.reduceat(weights * self.positive, self.starts, axis=1)
-    neg = np.add.reduceat(weights * self.negative, self.starts, axis=1)
+    pos, neg = weights * self.positive, weights * self.negative
+    if self.starts is not None:  # tied scores: one entry per run of equal scores
+      pos = np.add.reduceat(pos, self.starts, axis=1)
+      neg = np.add.reduceat(neg, self.starts, axis=1)
     below = np.cumsum(neg, axis=1) - neg
-    return np.sum(pos * (below + 0.5 * neg), axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+    u = np.sum(pos * (below + 0.5 * neg), axis=1, dtype=np.float64)
+    return u / (pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64))
 
 
 class _Scorer:
@@ -100,7 +110,7 @@ def resample_scores(labels: np.ndarray, scores: np.ndarray, multi_label: bool, n
     counts = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
     if not np.array_equal(scorer.classes_present(counts[None])[0], full):
       continue  # A missing class would make AUROC undefined or change its meaning.
-    kept.append(counts)
+    kept.append(counts.astype(np.float32))
     total += 1
     if len(kept) == batch:
       flush()
