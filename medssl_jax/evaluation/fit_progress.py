@@ -2,7 +2,8 @@
 
 A fit tries each C in turn; one C's solver may stop at any iteration up to max_iter. The ETA
 counts each finished C as one unit and the current C as its iterations over the mean
-iteration count of the finished ones. Before any C has finished it assumes max_iter for every
+iteration count of the finished ones (over twice its count so far, at most max_iter, once it
+runs past that mean). Before any C has finished it assumes max_iter for every
 C and says "at most": later Cs start from the last optimum and usually take far fewer
 iterations. Nothing is logged for fits shorter than `every_s`, so small probes stay quiet.
 """
@@ -32,6 +33,8 @@ class FitProgress:
   def fraction_done(self, iteration: int) -> float:
     expected = (sum(self.iterations_done) / len(self.iterations_done) if self.iterations_done
                 else self.max_iter)
+    if self.max_iter and iteration >= expected:  # past the mean: assume half way, to max_iter
+      expected = min(self.max_iter, 2 * iteration)
     current = min(1.0, iteration / max(expected, 1.0))
     return min(1.0, (len(self.iterations_done) + current) / self.num_cs)
 
