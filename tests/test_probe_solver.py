@@ -62,6 +62,10 @@ def test_eta_counts_finished_cs_and_the_current_cs_iterations():
   # One C done, half of the current one (25 of the 50 a C has taken): 1.5 of 4 in 15 s.
   assert progress.fraction_done(25) == pytest.approx(1.5 / 4)
   assert progress.eta_s(25) == pytest.approx(15.0 * 2.5 / 1.5)
+  # Past the finished Cs' mean (50) the current C is not taken as done: its expected count
+  # becomes twice its count so far, at most max_iter (100).
+  assert progress.fraction_done(60) == pytest.approx((1 + 60 / 100) / 4)
+  assert progress.fraction_done(100) == pytest.approx(2 / 4)
 
 
 def test_long_jax_fit_logs_progress_with_eta_and_chunks_change_nothing(monkeypatch, caplog):
