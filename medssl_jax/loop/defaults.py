@@ -29,6 +29,17 @@ def pretraining() -> ml_collections.ConfigDict:
   config.profile.start_step = 0
   config.profile.num_steps = 5
 
+  # A linear probe trained on frozen backbone features of the training batches, and a kNN
+  # monitor, scored every eval_every steps on the validation split (loop/online_probe.py).
+  config.eval_every = 0              # steps; 0 = at the last step only (with the probe on)
+  config.online_probe = ml_collections.ConfigDict()
+  config.online_probe.enabled = False  # needs single-label training data
+  config.online_probe.lr = 1e-3        # its own Adam; it never changes the backbone
+  config.online_probe.batch_images = 64  # the first images of each global batch it trains on
+  config.online_probe.eval_split = "val"
+  config.online_probe.eval_images = 1024  # validation images scored (and the kNN bank's size)
+  config.online_probe.knn_k = 20
+
   # Start from other weights (continued pretraining, staged recipes, ImageNet): see weights/init_from.py.
   # A pretraining workdir, a medssl-export directory, or a torchvision/timm .pth/.safetensors
   # file; "" = random initialisation. Where the weights came from is kept in WORKDIR/init.json.

@@ -12,6 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from medssl_jax import errors
@@ -22,6 +23,7 @@ from medssl_jax.data import pairs
 from medssl_jax.data import pipeline
 from medssl_jax.loop import checkpointing
 from medssl_jax.loop import metrics as metrics_lib
+from medssl_jax.loop import online_probe
 from medssl_jax.loop import optim
 from medssl_jax.loop import overview
 from medssl_jax.loop import preemption
@@ -42,12 +44,16 @@ class DivergedError(errors.UserError):
   """The loss, a gradient or the state became NaN/inf (config.nan_policy=stop)."""
 
 
-def create_train_state(config, model, method, optimizer, rng, image_shape) -> TrainState:
+def create_train_state(config, model, method, optimizer, rng, image_shape,
+                       num_classes: int = 0) -> TrainState:
   size = config.augment.size
   dummy = jnp.zeros((2, size, size, image_shape[-1]), jnp.float32)
   variables = model.init(rng, dummy, train=True)
+  probe = None
+  if online_probe.enabled(config):
+    probe = online_probe.init(config, variables, num_classes, image_shape[-1])
   return TrainState.create(variables["params"], variables.get("batch_stats", {}), optimizer,
-                           extra=method.init_extra_state(variables, config))
+                           extra=method.init_extra_state(variables, config), probe=probe)
 
 
 def method_loss(params, batch_stats, extra, inputs, step, *, method, model, config):
@@ -129,6 +135,13 @@ def batch_arrays(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k.startswith("view")}
 
 
+def with_labels(source):
+  """batch_arrays plus the anchor images' labels (for the online probe)."""
+  def transform(batch: dict) -> dict:
+    return dict(batch_arrays(batch), label=np.asarray(source.labels)[batch["index"]].astype(np.int32))
+  return transform
+
+
 def initialize_from(state: TrainState, config, method, optimizer, mesh) -> tuple[TrainState, dict]:
   """`state` with config.init.modules taken from config.init_from, a fresh optimizer, and
   method state (EMA targets) built from those weights; and the record of where they came from."""
@@ -184,13 +197,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   method_base.view_policies(config)  # fail on an unknown policy name before anything is written
 
   init_key, base_key = jax.random.split(jax.random.key(config.seed))
+  probing = online_probe.enabled(config)
   init_fn = jax.jit(functools.partial(create_train_state, config, model, method, optimizer,
-                                      image_shape=source.image_shape),
+                                      image_shape=source.image_shape,
+                                      num_classes=source.num_classes if probing else 0),
                     out_shardings=sharding.replicated(mesh))
   # Batches go to the devices ahead of the step that uses them; checkpointed in place of
   # the host iterator (its state is that of the batches actually consumed).
   data_iterator = sharding.DevicePrefetch(make_data_iterator(config, source), mesh,
-                                          size=config.data.prefetch_to_device, transform=batch_arrays)
+                                          size=config.data.prefetch_to_device,
+                                          transform=with_labels(source) if probing else batch_arrays)
   resuming = checkpointing.has_checkpoint(workdir)
   init_record = None
   if not resuming:
@@ -222,6 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
                  config.num_steps, config.batch_size)
   overview.describe_run(config, state.params, mesh, writer)
   timed_saves = preemption.TimedSaves(config.checkpoint_every_minutes)
+  probe = online_probe.OnlineProbe(config, source, mesh) if probing else None
   interval = zero_interval = None
   waited, previous = 0.0, None  # seconds waiting for data; (step, finite) not yet checked
   with preemption.PreemptionWatch() as watch:
@@ -230,20 +247,30 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
       started = time.perf_counter()
       batch = next(data_iterator)
       waited += time.perf_counter() - started
+      labels = batch.pop("label", None)
       if interval is None:
         interval = zero_interval = empty_interval(state, batch, base_key)
       state, interval, finite = loop_step(state, interval, batch, base_key)
+      if probe:
+        state = probe.train(state, batch["view1"], labels)
       if previous is not None:
         guard.check(*previous)  # the step before: the device is already busy with this one
       previous = (step, finite)
       profiler.after(step, state)
       logging_step = step % config.log_every == 0 or step == config.num_steps
-      if logging_step:
+      evaluating = probe is not None and probe.due(step)
+      if logging_step or evaluating:
         guard.check(step, finite)
-        scalars = metrics_lib.means(jax.device_get(interval))
-        interval = zero_interval
-        scalars.update(progress.report(step, scalars, data_wait_s=waited))
-        waited = 0.0
+        scalars = {}
+        if logging_step:
+          scalars = metrics_lib.means(jax.device_get(interval))
+          interval = zero_interval
+          scalars.update(probe.interval_scalars() if probe else {})
+        if evaluating:
+          scalars.update(probe.evaluate(state))
+        if logging_step:
+          scalars.update(progress.report(step, scalars, data_wait_s=waited))
+          waited = 0.0
         with storage.writes_to(workdir, last_committed=saver.committed):
           writer.write_scalars(step, scalars)
       preempted = watch.should_stop(step)

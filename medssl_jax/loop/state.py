@@ -26,12 +26,14 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   extra: Any  # what a method carries between steps (EMA target, queue); {} when nothing
+  probe: Any = None  # the online probe's state (loop/online_probe.py); None when off
 
   @classmethod
   def create(cls, params, batch_stats, optimizer: optax.GradientTransformation,
-             extra: Any = None) -> TrainState:
+             extra: Any = None, probe: Any = None) -> TrainState:
     return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-               opt_state=optimizer.init(params), extra={} if extra is None else extra)
+               opt_state=optimizer.init(params), extra={} if extra is None else extra,
+               probe=probe)
 
 
 # prepare(batch, key) -> inputs;
