@@ -194,8 +194,10 @@ def test_storage_lost_mid_run_stops_in_one_line_and_the_last_checkpoint_resumes(
   bucket, and the run must stop with one line, not hang in retries; with the storage back,
   the same command resumes from the committed checkpoint."""
   workdir = f"{gcs_bucket}/run"
-  # Two tensorstore retries instead of eight keep the test short; the path is the same.
-  env = dict(os.environ, XLA_FLAGS=conftest.xla_flags(1), MEDSSL_STORAGE_RETRIES="2")
+  # Two tensorstore retries instead of eight, and a 60 s save deadline instead of 15 minutes,
+  # keep the test short; the paths are the same.
+  env = dict(os.environ, XLA_FLAGS=conftest.xla_flags(1), MEDSSL_STORAGE_RETRIES="2",
+             MEDSSL_STORAGE_TIMEOUT_S="60")
   command = _train_command(workdir, medmnist_dir) + [
       "--config.num_steps=400", "--config.log_every=1000", "--config.checkpoint_every=10"]
   process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,

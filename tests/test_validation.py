@@ -23,6 +23,7 @@ BAD_VALUES = {
     validation.FRACTION: [-0.1, 1.5],
     validation.BELOW_ONE: [1.0],
     validation.CHANNELS: [2],
+    validation.WEIGHT_DECAY_END: [-0.5, -2.0],
     validation.STEP_OR_LATEST: [-2],
     validation.SCALE_RANGE: [(0.5, 0.2), (0.0, 1.0), (0.2, 1.5)],
     validation.SPLIT_FRACTIONS: [(0.5, 0.3, 0.3), (1.2, -0.1, -0.1)],
@@ -73,7 +74,7 @@ def test_a_workdir_that_is_a_file_is_refused(synthetic_config, tmp_path):
 
 @pytest.mark.parametrize("override, expected", [
     ("--config.batch_size=abc", "error: --config.batch_size=abc: batch_size must be an integer"),
-    ("--config.num_steps=-5", "error: num_steps=-5 is not allowed: it must be an integer > 0"),
+    ("--config.num_steps=-5", "error: num_steps=-5 is not allowed: it must be an integer >= 0"),
     ("--config.simclr.temperature=0", "error: simclr.temperature=0.0 is not allowed"),
 ])
 def test_the_binary_exits_2_in_one_line_and_writes_nothing(override, expected, tmp_path):

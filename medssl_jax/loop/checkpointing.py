@@ -3,8 +3,10 @@ config compatibility check that runs before anything is written.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import logging as std_logging
 import os
 
 import grain
@@ -98,12 +100,15 @@ class Saver:
     self.committed = manager.latest_step()
     self._in_flight = None
 
+  @contextlib.contextmanager
   def _guard(self):
     directory = self.manager.directory
     last = None
     if self.committed is not None and not paths.is_remote(directory):
       last = os.fspath(directory / str(self.committed))
-    return storage.writes_to(directory, last_committed=self.committed, checkpoint_dir=last)
+    with storage.deadline(directory, last_committed=self.committed):
+      with storage.writes_to(directory, last_committed=self.committed, checkpoint_dir=last):
+        yield
 
   def save(self, step: int, state) -> None:
     self.finish()  # Orbax's save would wait for the save in flight anyway; now it is known committed
@@ -249,15 +254,16 @@ def _read_only_manager(workdir) -> ocp.CheckpointManager:
   warn about; its unconditional "directory is read only" warning is silenced."""
   directory = paths.path(workdir) / "checkpoints"
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level  # restored as it was (NOTSET included), not as the effective level
+  absl_logger.setLevel(std_logging.ERROR)
   try:
     return ocp.CheckpointManager(directory, options=options,
                                  item_handlers={"state": ocp.StandardCheckpointHandler(),
                                                 "data": grain.checkpoint.CheckpointHandler(),
                                                 FINGERPRINT_ITEM: ocp.JsonCheckpointHandler()})
   finally:
-    logging.set_verbosity(verbosity)
+    absl_logger.setLevel(level)
 
 
 def checkpoint_steps(workdir) -> list[int]:

@@ -12,7 +12,6 @@ import sys
 
 import ml_collections
 from absl import app
-from absl import logging
 
 from medssl_jax import errors
 from medssl_jax.loop import storage
@@ -130,21 +129,7 @@ def run_binary(main) -> None:
     if os.environ.get("MEDSSL_DEBUG"):
       raise
     if isinstance(e, storage.StorageError):
-      _exit_now(f"error: {e}")
+      storage.exit_now(f"error: {e}")
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
-
-def _exit_now(message: str) -> None:
-  """Prints `message` as the last line and exits 2 at once. Used when the storage failed:
-  exit hooks (TensorBoard's final flush) would retry it for minutes, and the failed save's
-  threads print their own tracebacks, so they are silenced first."""
-  logging.flush()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  original_stderr = os.dup(2)
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, 1)
-  os.dup2(devnull, 2)
-  os.write(original_stderr, (message + "\n").encode())
-  os._exit(2)  # pylint: disable=protected-access

@@ -180,8 +180,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
   is checked before anything is written to `workdir`.
   """
   validation.check_settings(config)
-  validation.check_workdir(workdir)
   paths.check_buckets(workdir, config.data.dir, config.init_from, config.data.manifest.csv)
+  validation.check_workdir(workdir)
   workdir = paths.path(workdir)
   mesh = sharding.create_mesh() if mesh is None else mesh
   sharding.check_batch_size(config.batch_size, mesh)
@@ -198,6 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
 
   init_key, base_key = jax.random.split(jax.random.key(config.seed))
   probing = online_probe.enabled(config)
+  # Opens the validation split now, so a missing one is reported before anything is written.
+  probe = online_probe.OnlineProbe(config, source, mesh) if probing else None
   init_fn = jax.jit(functools.partial(create_train_state, config, model, method, optimizer,
                                       image_shape=source.image_shape,
                                       num_classes=source.num_classes if probing else 0),
@@ -238,7 +240,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
                  config.num_steps, config.batch_size)
   overview.describe_run(config, state.params, mesh, writer)
   timed_saves = preemption.TimedSaves(config.checkpoint_every_minutes)
-  probe = online_probe.OnlineProbe(config, source, mesh) if probing else None
   interval = zero_interval = None
   waited, previous = 0.0, None  # seconds waiting for data; (step, finite) not yet checked
   with preemption.PreemptionWatch() as watch:
@@ -251,7 +252,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> TrainS
       if interval is None:
         interval = zero_interval = empty_interval(state, batch, base_key)
       state, interval, finite = loop_step(state, interval, batch, base_key)
-      if probe:
+      if probe is not None:
         state = probe.train(state, batch["view1"], labels)
       if previous is not None:
         guard.check(*previous)  # the step before: the device is already busy with this one

@@ -13,6 +13,10 @@ import contextlib
 import errno
 import os
 import shutil
+import sys
+import threading
+
+from absl import logging
 
 from medssl_jax import errors
 from medssl_jax import paths
@@ -21,6 +25,10 @@ from medssl_jax import paths
 # 2 minutes in all with the default 8, long enough for a transient outage.
 RETRIES_ENV = "MEDSSL_STORAGE_RETRIES"
 DEFAULT_RETRIES = 8
+# Whatever a library does inside a save (some steps retry for minutes, some wait on others),
+# a save or a wait for one that has not finished after this long stops the run.
+TIMEOUT_ENV = "MEDSSL_STORAGE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 900
 
 
 class StorageError(errors.UserError):
@@ -68,6 +76,43 @@ def _disk_full_message(target, checkpoint_dir) -> str:
           "there, or use another --workdir")
 
 
+def exit_now(message: str) -> None:
+  """Prints `message` as the last line and exits 2 at once: exit hooks (TensorBoard's final
+  flush) would retry the failed storage for minutes, and a failed save's threads print
+  their own tracebacks, so they are silenced first."""
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  original_stderr = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 1)
+  os.dup2(devnull, 2)
+  os.write(original_stderr, (message + "\n").encode())
+  os._exit(2)  # pylint: disable=protected-access
+
+
+def _resume_hint(last_committed: int | None) -> str:
+  return (f"the last committed checkpoint (step {last_committed}) is intact: rerun the same "
+          "command to resume from it" if last_committed is not None
+          else "no checkpoint was committed yet: a rerun starts from the beginning")
+
+
+@contextlib.contextmanager
+def deadline(target, *, last_committed: int | None):
+  """Stops the process with one line if the block has not finished within the timeout: a save
+  hung inside a library cannot be interrupted from Python."""
+  seconds = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+  message = (f"error: cannot write {target}: no answer from the storage within {seconds:.0f} s; "
+             f"check the bucket, the network and the credentials; {_resume_hint(last_committed)}")
+  timer = threading.Timer(seconds, exit_now, args=(message,))
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
+
+
 @contextlib.contextmanager
 def writes_to(target, *, last_committed: int | None, checkpoint_dir=None):
   """Turns a failure of a write to `target` into a StorageError naming it, the cause, and
@@ -86,7 +131,4 @@ def writes_to(target, *, last_committed: int | None, checkpoint_dir=None):
       hint = ("check the bucket, the network and the credentials" if paths.is_remote(target)
               else "check the disk and its permissions")
       what = f"cannot write {target} ({type(e).__name__}: {cause}); {hint}"
-    resume = (f"the last committed checkpoint (step {last_committed}) is intact: rerun the same "
-              "command to resume from it" if last_committed is not None
-              else "no checkpoint was committed yet: a rerun starts from the beginning")
-    raise StorageError(f"{what}; {resume}") from e
+    raise StorageError(f"{what}; {_resume_hint(last_committed)}") from e

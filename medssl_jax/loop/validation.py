@@ -36,6 +36,7 @@ POSITIVE = Rule(lambda v: _number(v) and v > 0, "a number > 0")
 NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, "a number >= 0")
 FRACTION = Rule(lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
 BELOW_ONE = Rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
+WEIGHT_DECAY_END = Rule(lambda v: _number(v) and (v >= 0 or v == -1), "a number >= 0, or -1 for constant")
 CHANNELS = Rule(lambda v: v in (1, 3), "1 or 3")
 STEP_OR_LATEST = Rule(lambda v: _integer(v) and v >= -1, "an integer >= 0, or -1 for the latest")
 SCALE_RANGE = Rule(lambda v: (isinstance(v, (tuple, list)) and len(v) == 2 and all(_number(x) for x in v)
@@ -47,12 +48,19 @@ SPLIT_FRACTIONS = Rule(lambda v: (isinstance(v, (tuple, list)) and len(v) == 3
 RULES: dict[str, Rule] = {
     "seed": ANY_INT,
     "batch_size": POSITIVE_INT,
-    "num_steps": POSITIVE_INT,
+    "num_steps": NON_NEGATIVE_INT,            # 0 = initialise (and init_from), write the config, stop
     "log_every": POSITIVE_INT,
     "checkpoint_every": POSITIVE_INT,
     "checkpoint_every_minutes": NON_NEGATIVE,
     "keep_checkpoints": POSITIVE_INT,
     "init.step": STEP_OR_LATEST,
+    "eval_every": NON_NEGATIVE_INT,           # 0 = at the last step only
+    "profile.start_step": NON_NEGATIVE_INT,   # 0 = no profile
+    "profile.num_steps": POSITIVE_INT,
+    "online_probe.lr": POSITIVE,
+    "online_probe.batch_images": POSITIVE_INT,
+    "online_probe.eval_images": POSITIVE_INT,
+    "online_probe.knn_k": POSITIVE_INT,
     "augment.size": POSITIVE_INT,
     "data.channels": CHANNELS,
     "data.image_size": NON_NEGATIVE_INT,      # 0 = the data's own size
@@ -69,6 +77,7 @@ RULES: dict[str, Rule] = {
     "optim.base_lr": POSITIVE,
     "optim.warmup_steps": NON_NEGATIVE_INT,
     "optim.weight_decay": NON_NEGATIVE,
+    "optim.weight_decay_end": WEIGHT_DECAY_END,
     "optim.momentum": FRACTION,
     "optim.trust_coefficient": POSITIVE,
     "simclr.temperature": POSITIVE,
