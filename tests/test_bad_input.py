@@ -117,3 +117,12 @@ def test_workdir_written_before_a_key_was_added_still_resumes_and_loads(tmp_path
   (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
   with pytest.raises(checkpointing.IncompatibleCheckpointError, match="model.width"):
     checkpointing.check_compatible(tmp_path, config, pretrain.structural_keys(methods.get_method("simclr")))
+
+
+def test_turning_the_online_probe_on_in_a_workdir_without_it_is_refused_in_one_line(tmp_path):
+  """The probe's state is part of the checkpoint: a resume with it switched is another state."""
+  config = defaults.pretraining()
+  (tmp_path / checkpointing.CONFIG_FILE).write_text(config.to_json())
+  config.online_probe.enabled = not config.online_probe.enabled
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="online_probe.enabled"):
+    checkpointing.check_compatible(tmp_path, config, pretrain.structural_keys(methods.get_method("simclr")))

@@ -29,7 +29,7 @@ COMMIT_MARKER = "commit_success.txt"   # written last by Orbax: a step without i
 SET_ASIDE_DIR = "checkpoints_set_aside"  # unrestorable steps are moved here, never deleted
 # Config keys of the loop that decide the shapes and structure of the saved state: a checkpoint
 # written with other values cannot be restored into this run. The method adds its own.
-LOOP_STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable")
+LOOP_STRUCTURAL_KEYS = ("method", "model", "optim.name", "optim.trainable", "online_probe.enabled")
 
 
 class IncompatibleCheckpointError(errors.UserError):
