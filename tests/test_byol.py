@@ -154,6 +154,7 @@ def test_training_moves_the_target_and_resumes_exactly(synthetic_config, tmp_pat
   config.byol = ml_collections.ConfigDict(dict(tau_base=0.9, predictor_hidden_dim=8))
   config.num_steps = 4
   config.checkpoint_every = 1
+  config.log_every = 1  # logged scalars are interval means: one step each, to see each tau
   workdir = tmp_path / "run"
   final = pretrain.run(config, workdir)
   assert set(final.params) == {"backbone", "projector", "predictor"}
