@@ -9,7 +9,7 @@ _PER_REPRESENTATION = {"linear_probe": "Linear probe", "knn": "kNN", "finetune":
                        "transfer": "Transfer without retraining"}
 
 
-def _with_ci(value, ci) -> str:
+def with_ci(value, ci) -> str:
   if value is None:
     return "n/a"
   return f"{value:.4f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
@@ -19,11 +19,11 @@ def _representation_rows(section: dict) -> list[tuple[str, dict]]:
   return [(name, r) for name, r in section.items() if isinstance(r, dict) and "auroc" in r]
 
 
-def _metric_table(section: dict) -> list[str]:
+def metric_table(section: dict) -> list[str]:
   lines = ["| representation | test AUROC (95% CI) | test accuracy (95% CI) | n |", "|---|---|---|---|"]
   for name, r in _representation_rows(section):
-    lines.append(f"| {name} | {_with_ci(r['auroc'], r['auroc_ci'])} | "
-                 f"{_with_ci(r['accuracy'], r['accuracy_ci'])} | {r['n']} |")
+    lines.append(f"| {name} | {with_ci(r['auroc'], r.get('auroc_ci'))} | "
+                 f"{with_ci(r['accuracy'], r.get('accuracy_ci'))} | {r.get('n', '')} |")
   return lines
 
 
@@ -56,7 +56,7 @@ def _fractions_section(section: dict) -> list[str]:
     lines.append("| representation | " + " | ".join(f"{100 * f:g}% of labels" for f in fractions) + " |")
     lines.append("|---" * (len(fractions) + 1) + "|")
     for name, summary in section[protocol].items():
-      cells = [_with_ci(summary[str(f)]["mean"], summary[str(f)]["ci"]) for f in fractions]
+      cells = [with_ci(summary[str(f)]["mean"], summary[str(f)]["ci"]) for f in fractions]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
   return lines
@@ -70,7 +70,7 @@ def markdown(results: dict) -> str:
     if not isinstance(section, dict):
       continue
     if name in _PER_REPRESENTATION:
-      lines += [f"## {_PER_REPRESENTATION[name]}", ""] + _metric_table(section) + [""]
+      lines += [f"## {_PER_REPRESENTATION[name]}", ""] + metric_table(section) + [""]
       lines += _details(name, section)
     elif name == "label_fractions":
       lines += ["## Label fractions", ""] + _fractions_section(section)
@@ -89,8 +89,8 @@ def table(results: dict) -> str:
     if name in results:
       lines.append(f"{title:<28} {'test AUROC (95% CI)':<26} {'test accuracy (95% CI)':<26}")
       for rep, r in _representation_rows(results[name]):
-        lines.append(f"  {rep:<26} {_with_ci(r['auroc'], r['auroc_ci']):<26} "
-                     f"{_with_ci(r['accuracy'], r['accuracy_ci']):<26}")
+        lines.append(f"  {rep:<26} {with_ci(r['auroc'], r['auroc_ci']):<26} "
+                     f"{with_ci(r['accuracy'], r['accuracy_ci']):<26}")
   if "label_fractions" in results:
     lines += [line for line in _fractions_section(results["label_fractions"]) if line]
   if "embedding_2d" in results:

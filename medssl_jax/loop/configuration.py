@@ -15,6 +15,7 @@ from absl import app
 
 from medssl_jax import errors
 from medssl_jax.loop import storage
+from medssl_jax.loop import validation
 
 
 class ConfigKeyError(errors.UserError):
@@ -75,12 +76,6 @@ def _type_mismatch(default, text: str) -> str | None:
   return None
 
 
-def _get(config: ml_collections.ConfigDict, dotted: str):
-  for part in dotted.split("."):
-    config = config[part]
-  return config
-
-
 def config_path(argv: list[str], flag: str = "config") -> str | None:
   for i, arg in enumerate(argv):
     if arg.startswith(f"--{flag}="):
@@ -103,10 +98,10 @@ def check_overrides(argv: list[str], flag: str = "config") -> None:
     raise ConfigKeyError(
         f"unknown config key(s) {', '.join(unknown)} for {path}. Valid keys:\n  " + "\n  ".join(valid))
   for key, text in override_values(argv, flag):
-    expected = _type_mismatch(_get(config, key), text)
+    expected = _type_mismatch(validation.get_dotted(config, key), text)
     if expected:
       raise ConfigKeyError(f"--{flag}.{key}={text}: {key} must be {expected} "
-                           f"(its default is {_get(config, key)!r})")
+                           f"(its default is {validation.get_dotted(config, key)!r})")
 
 
 def _no_libtpu_notice(record) -> bool:

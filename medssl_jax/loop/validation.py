@@ -119,7 +119,8 @@ def numeric_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[st
   return keys
 
 
-def _get(config, dotted: str):
+def get_dotted(config, dotted: str):
+  """config[a][b] for "a.b"; None if a part is missing."""
   value = config
   for part in dotted.split("."):
     if part not in value:
@@ -131,7 +132,7 @@ def _get(config, dotted: str):
 def check_settings(config: ml_collections.ConfigDict) -> None:
   """Raises a UserError naming the first setting outside what its rule allows."""
   for key, rule in RULES.items():
-    value = _get(config, key)
+    value = get_dotted(config, key)
     if value is not None and not rule.allows(value):
       raise errors.UserError(f"{key}={value!r} is not allowed: it must be {rule.says}")
 

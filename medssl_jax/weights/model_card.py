@@ -16,6 +16,7 @@ import json
 
 from medssl_jax import errors
 from medssl_jax import paths
+from medssl_jax.evaluation import report
 
 RESULTS_FILE = "results.json"
 # medssl-eval's evaluations, as results.json names its sections.
@@ -111,24 +112,6 @@ def eval_command(results: dict, directory: str) -> str:
   return " ".join(parts)
 
 
-def _with_ci(value, ci) -> str:
-  if value is None:
-    return "n/a"
-  return f"{value:.4f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
-
-
-def _rows(section: dict) -> list[tuple[str, dict]]:
-  return [(name, r) for name, r in section.items() if isinstance(r, dict) and "auroc" in r]
-
-
-def _metric_table(section: dict) -> list[str]:
-  lines = ["| representation | test AUROC (95% CI) | test accuracy (95% CI) | n |", "|---|---|---|---|"]
-  for name, r in _rows(section):
-    lines.append(f"| {name} | {_with_ci(r['auroc'], r.get('auroc_ci'))} | "
-                 f"{_with_ci(r['accuracy'], r.get('accuracy_ci'))} | {r.get('n', '')} |")
-  return lines
-
-
 def _fractions_table(section: dict) -> list[str]:
   lines = []
   for protocol in ("linear_probe", "finetune"):
@@ -140,7 +123,7 @@ def _fractions_table(section: dict) -> list[str]:
               "| representation | " + " | ".join(f"{100 * f:g}% of labels" for f in fractions) + " |",
               "|---" * (len(fractions) + 1) + "|"]
     for name, summary in section[protocol].items():
-      cells = [_with_ci(summary[str(f)]["mean"], summary[str(f)]["ci"]) for f in fractions]
+      cells = [report.with_ci(summary[str(f)]["mean"], summary[str(f)]["ci"]) for f in fractions]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
   return lines
@@ -156,7 +139,7 @@ def evaluation_section(results: dict, directory: str) -> list[str]:
     if not isinstance(section, dict):
       continue
     if name in _TITLES:
-      lines += [f"**{_TITLES[name]}**", ""] + _metric_table(section) + [""]
+      lines += [f"**{_TITLES[name]}**", ""] + report.metric_table(section) + [""]
       if name == "transfer":
         lines += [f"Probes fitted on the run's data, applied to {section['target']} "
                   f"({section['split']}).", ""]
