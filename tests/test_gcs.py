@@ -1,6 +1,6 @@
 """Runs that live in a bucket, against a local GCS emulator (tests/gcs_emulator.py says what
-the emulator does not cover): training killed with SIGKILL and resumed in gs://, evaluation,
-export and init_from through the bucket, ArrayRecord shards and a CSV manifest whose images
+the emulator does not cover): training killed with SIGKILL and resumed in gs://, a profile,
+evaluation, export and init_from through the bucket, ArrayRecord shards and a CSV manifest whose images
 are in the bucket; and no local folder named "gs:" anywhere afterwards."""
 import json
 import os
@@ -22,6 +22,7 @@ from medssl_jax.evaluation import runner
 from medssl_jax.loop import checkpointing
 from medssl_jax.loop import configuration
 from medssl_jax.loop import pretrain
+from medssl_jax.loop import writers
 
 import conftest
 import synthetic_data
@@ -92,7 +93,12 @@ def test_evaluate_export_and_init_from_through_the_bucket(bucket_with_data, tiny
   config = tiny_config
   config.data.dir = f"{bucket}/medmnist"
   config.num_steps, config.checkpoint_every = 2, 2
+  config.profile.start_step, config.profile.num_steps = 2, 1  # jax.profiler writes local files only
   pretrain.run(config, f"{bucket}/run")
+  profile = epath.Path(f"{bucket}/run/profile")
+  for pattern in ("*.xplane.pb", "perfetto_trace.json.gz"):
+    traces = list(profile.glob(f"plugins/profile/*/{pattern}"))  # no ** on buckets
+    assert traces and all(t.stat().length > 0 for t in traces), (pattern, list(profile.glob("*/*/*/*")))
 
   eval_config = configuration.load_config_file(str(REPO_ROOT / "configs" / "eval" / "linear_probe.py"))
   eval_config.pretrain_workdir = f"{bucket}/run"
@@ -246,3 +252,19 @@ def test_a_tfds_set_prepared_into_the_bucket_trains_and_evaluates_by_name(
   assert "tensorflow" not in sys.modules
   _no_local_gs_folder(tmp_path, REPO_ROOT)
 
+
+
+def test_closed_tensorboard_writer_in_a_bucket_does_not_upload_again(gcs_bucket):
+  """tensorboardX re-uploads a gs:// event file when it is garbage-collected; after close()
+  that would retry for 2 minutes at exit if the bucket is gone."""
+  writer = writers.MetricWriter(f"{gcs_bucket}/w")
+  writer.write_scalars(1, {"loss": 1.0})
+  event_files = writers._bucket_event_files(writer._tensorboard)  # pylint: disable=protected-access
+  assert len(event_files) == 1
+  writer.close()
+  assert list(epath.Path(f"{gcs_bucket}/w/tensorboard").iterdir())  # closing uploaded it
+
+  def no_upload(**_):
+    raise AssertionError("uploaded again after close()")
+  event_files[0].blob.upload_from_string = no_upload
+  event_files[0].__del__()  # what garbage collection at exit calls

@@ -111,3 +111,27 @@ class _Unlabelled:
 def test_probe_without_classes_is_a_user_error():
   with pytest.raises(errors.UserError, match="online_probe"):
     online_probe.check(_config(True), _Unlabelled())
+
+
+# Every other method's step compiles twice (with and without the probe): about a minute each
+# on 2 cores, so slow; the fast tests above use SimCLR.
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["micle", "moco", "simsiam", "byol", "tsimcne", "dino"])
+def test_every_method_trains_the_probe_without_changing_its_backbone(method, tmp_path):
+  configs = []
+  for probe in (False, True):
+    config = _config(probe)
+    config.method, config.num_steps, config.checkpoint_every = method, 2, 2
+    config.data.pairing = "patient" if method == "micle" else config.data.pairing
+    config.moco.queue_size, config.moco.shuffle_bn_groups = 32, 2
+    config.dino.update(out_dim=32, hidden_dim=16, bottleneck_dim=8, local_crops=2, local_size=12)
+    configs.append(config)
+  without = _run(configs[0], tmp_path / "without")
+  with_probe = _run(configs[1], tmp_path / "with")
+  _assert_same(without.params, with_probe.params)
+  _assert_same(without.batch_stats, with_probe.batch_stats)
+  if method in ("moco", "byol", "dino"):  # teachers, queues, centres (the others carry none)
+    _assert_same(without.extra, with_probe.extra)
+  lines = [json.loads(line) for line in (tmp_path / "with" / "metrics.jsonl").read_text().splitlines()]
+  assert [line["step"] for line in lines if "online_knn_accuracy" in line] == [2]
+  assert all(np.isfinite(line["probe_loss"]) for line in lines)

@@ -35,7 +35,7 @@ def pretraining() -> ml_collections.ConfigDict:
   config.online_probe = ml_collections.ConfigDict()
   config.online_probe.enabled = False  # needs single-label training data
   config.online_probe.lr = 1e-3        # its own Adam; it never changes the backbone
-  config.online_probe.batch_images = 64  # the first images of each global batch it trains on
+  config.online_probe.batch_images = 32  # the first images of each global batch it trains on
   config.online_probe.eval_split = "val"
   config.online_probe.eval_images = 1024  # validation images scored (and the kNN bank's size)
   config.online_probe.knn_k = 20

@@ -80,7 +80,23 @@ class MetricWriter:
 
   def close(self) -> None:
     if self.enabled:
+      bucket_files = _bucket_event_files(self._tensorboard)
       self._tensorboard.close()
+      for event_file in bucket_files:
+        # tensorboardX uploads a gs:// event file again when it is garbage-collected, even
+        # after close(): at exit, with the bucket unreachable, that retried for 2 minutes.
+        event_file.close = lambda: None
+
+
+def _bucket_event_files(summary_writer) -> list:
+  """tensorboardX's open gs:// event-file objects (GCSRecordWriter) behind a SummaryWriter."""
+  found = []
+  for file_writer in (summary_writer.all_writers or {}).values():
+    events = getattr(getattr(file_writer, "event_writer", None), "_ev_writer", None)
+    record_file = getattr(getattr(events, "_py_recordio_writer", None), "_writer", None)
+    if type(record_file).__name__ == "GCSRecordWriter":
+      found.append(record_file)
+  return found
 
 
 def format_duration(seconds: float) -> str:
