@@ -150,6 +150,50 @@ def test_no_gradient_into_the_teacher_and_frozen_last_layer(step, frozen):
   assert float(metrics["kl_teacher_to_center"]) >= -1e-6
 
 
+def test_head_batchnorm_removes_what_every_image_shares():
+  """DINO's use_bn_in_head: in training the head's BatchNorm subtracts the batch mean, so a
+  vector added to every image's features changes nothing; without it the output moves."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(16, 12)), jnp.float32)
+  shifted = x + jnp.asarray(rng.normal(size=12) * 5.0, jnp.float32)
+  outputs = {}
+  for use_bn in (False, True):
+    head = dino.DINOHead(hidden_dim=32, bottleneck_dim=8, out_dim=10, use_bn=use_bn)
+    variables = head.init(jax.random.key(0), x)
+    assert ("batch_stats" in variables) == use_bn
+    apply = lambda inputs: head.apply(variables, inputs, mutable=["batch_stats"])[0]  # noqa: E731
+    outputs[use_bn] = np.abs(np.asarray(apply(x)) - np.asarray(apply(shifted))).max()
+  assert outputs[True] < 1e-4 and outputs[False] > 1e-2
+
+
+def test_head_batchnorm_statistics_of_student_and_teacher():
+  """With dino.head_bn the teacher carries its own head statistics, updated (torch momentum
+  0.1) from the teacher's global views only; the student's from all views."""
+  method, model, config, params, extra, global_views, local_views = _tiny_setup(freeze_steps=0)
+  config.dino.head_bn = True
+  model = dino.DINOModel(backbone=_TinyBackbone(), projector=dino.DINOHead(16, 4, 6, use_bn=True))
+  method.teacher_model = lambda config: model
+  variables = model.init(jax.random.key(0), global_views[0])
+  extra = dict(method.init_extra_state(variables, config), center=extra["center"])
+  assert set(extra["batch_stats"]) == {"projector"}
+  _, (_, student_stats, new_extra) = jax.jit(lambda params, stats, extra: method.loss_fn(
+      params, stats, extra, global_views, local_views, None, 0, model=model, config=config))(
+          variables["params"], variables["batch_stats"], extra)
+
+  def first_hidden_mean(images):
+    features = np.asarray(model.apply({"params": variables["params"]}, images,
+                                      method=dino.DINOModel.features))
+    dense = variables["params"]["projector"]["Dense_0"]
+    return (features @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])).mean(axis=0)
+
+  teacher_mean = first_hidden_mean(global_views.reshape(16, 6, 6, 1))
+  np.testing.assert_allclose(new_extra["batch_stats"]["projector"]["BatchNorm_0"]["mean"],
+                             0.1 * teacher_mean, rtol=1e-4, atol=1e-6)
+  student_mean = (16 * teacher_mean + 24 * first_hidden_mean(local_views.reshape(24, 4, 4, 1))) / 40
+  np.testing.assert_allclose(student_stats["projector"]["BatchNorm_0"]["mean"], 0.1 * student_mean,
+                             rtol=1e-4, atol=1e-6)
+
+
 def test_collapse_monitors_at_collapse():
   """Every image the same output: KL to the center 0; uniform after centering: entropy log K."""
   same = jnp.tile(jnp.asarray([[0.3, -1.0, 2.0, 0.5]]), (10, 1))

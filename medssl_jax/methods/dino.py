@@ -16,14 +16,17 @@ outputs from collapsing.
 
 The head is DINO's: an MLP with GELU to a bottleneck, l2-normalised, then a weight-
 normalised linear layer to dino.out_dim (its norm fixed to 1 with norm_last_layer), which
-may be frozen for the first dino.freeze_last_layer_steps. Each parameter's gradient is
-clipped to norm dino.clip_grad as in DINO's code (per tensor, not globally).
+may be frozen for the first dino.freeze_last_layer_steps. With dino.head_bn (DINO's
+use_bn_in_head) a BatchNorm follows each hidden layer; student and teacher both normalise
+with the statistics of their own batch (the teacher's: the global views), as in DINO.
+Each parameter's gradient is clipped to norm dino.clip_grad as in DINO's code (per tensor,
+not globally).
 
 `extra` holds the teacher {"params", "batch_stats"} and the center. As in BYOL here, the
 teacher follows the student parameters passed into this step (DINO uses those after the
 step: a lag of one step). The teacher runs without stochastic depth, as in DINO. DINO's
-weight-decay schedule (0.04 -> 0.4, cosine) is the optimizer's, which lives in loop/optim.py
-and takes one constant weight_decay.
+weight-decay schedule (0.04 -> 0.4, cosine) is the optimizer's: optim.weight_decay and
+optim.weight_decay_end with optim.name=adamw (loop/optim.py).
 
 Collapse monitors: the teacher's output entropy (log K when every output is uniform, 0 when
 one dimension dominates) and the KL divergence of the teacher's uncentred output from the
@@ -59,15 +62,18 @@ class DINOHead(nn.Module):
   out_dim: int = 65536
   num_layers: int = 3
   norm_last_layer: bool = True   # the last layer's norm fixed to 1 (no learned scale)
+  use_bn: bool = False           # BatchNorm after each hidden layer (DINO's use_bn_in_head)
   dtype: object = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    del train  # no BatchNorm in DINO's default head
     dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=nn.initializers.truncated_normal(0.02))
     x = x.astype(self.dtype)
     for _ in range(self.num_layers - 1):
-      x = nn.gelu(dense(self.hidden_dim)(x), approximate=False)
+      x = dense(self.hidden_dim)(x)
+      if self.use_bn:  # torch's BatchNorm1d: momentum 0.1 (flax 0.9), eps 1e-5
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
+      x = nn.gelu(x, approximate=False)
     x = common.l2_normalize(dense(self.bottleneck_dim)(x).astype(jnp.float32))
     direction = self.param("last_layer", nn.initializers.lecun_normal(), (self.bottleneck_dim, self.out_dim))
     weight = common.l2_normalize(direction.T).T  # each output unit's weight vector has norm 1
@@ -191,7 +197,8 @@ def forward(model, params, batch_stats, global_views, local_views, rng=None):
 
 class DINO(base.Method):
   section = "dino"
-  structural_keys = ("out_dim", "hidden_dim", "bottleneck_dim", "head_layers", "norm_last_layer")
+  structural_keys = ("out_dim", "hidden_dim", "bottleneck_dim", "head_layers", "norm_last_layer",
+                     "head_bn")
 
   def defaults(self) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
@@ -201,6 +208,7 @@ class DINO(base.Method):
         "bottleneck_dim": 256,
         "head_layers": 3,
         "norm_last_layer": True,
+        "head_bn": False,                # BatchNorm in the head's MLP (DINO's use_bn_in_head)
         "freeze_last_layer_steps": 0,    # DINO: one epoch
         # Temperatures, center and teacher.
         "student_temp": 0.1,
@@ -248,7 +256,7 @@ class DINO(base.Method):
     dino = config.dino
     head = DINOHead(hidden_dim=dino.hidden_dim, bottleneck_dim=dino.bottleneck_dim, out_dim=dino.out_dim,
                     num_layers=dino.head_layers, norm_last_layer=dino.norm_last_layer,
-                    dtype=encoder_lib.DTYPES.get(config.model.dtype, jnp.float32))
+                    use_bn=dino.head_bn, dtype=encoder_lib.DTYPES.get(config.model.dtype, jnp.float32))
     return DINOModel(backbone=encoder_lib.create_backbone(config.model), projector=head)
 
   def teacher_model(self, config) -> DINOModel:
