@@ -3,6 +3,7 @@ are two different images of one patient in the batch the loss sees; BatchNorm no
 both views together; the probe reads the backbone's pooled output; the rotation study's two
 policies differ by the rotation only."""
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import pytest
 from medssl_jax import augment
 from medssl_jax import methods
 from medssl_jax.evaluation import context
+from medssl_jax.loop import checkpointing
 from medssl_jax.loop import configuration
 from medssl_jax.loop import pretrain
 from medssl_jax.loop import sharding
@@ -65,14 +67,15 @@ def test_batchnorm_statistics_span_both_views(synthetic_config, name):
   method = methods.get_method(name)
   model = method.create_model(config)
   rng = np.random.default_rng(0)
-  view1 = jnp.asarray(rng.uniform(0.0, 0.3, (8, 12, 12, 1)), jnp.float32)
-  view2 = jnp.asarray(rng.uniform(0.6, 1.0, (8, 12, 12, 1)), jnp.float32)
-  variables = model.init(jax.random.key(0), view1, train=True)
+  view1 = jnp.asarray(rng.uniform(0.0, 0.3, (8, 8, 8, 1)), jnp.float32)
+  view2 = jnp.asarray(rng.uniform(0.6, 1.0, (8, 8, 8, 1)), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=True))(jax.random.key(0), view1)
   params, stats = variables["params"], variables["batch_stats"]
   extra = method.init_extra_state(variables, config)
-  _, (_, new_stats, _) = method.loss_fn(params, stats, extra, view1, view2, jax.random.key(1),
-                                        jnp.int32(0), model=model, config=config)
+  loss_fn = jax.jit(functools.partial(method.loss_fn, model=model, config=config))
+  _, (_, new_stats, _) = loss_fn(params, stats, extra, view1, view2, jax.random.key(1), jnp.int32(0))
 
+  @jax.jit
   def stats_of(images):
     _, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
     return updates["batch_stats"]
@@ -83,12 +86,19 @@ def test_batchnorm_statistics_span_both_views(synthetic_config, name):
   assert not np.allclose(first_mean(new_stats), first_mean(stats_of(view1)), atol=1e-4)
 
 
-def test_probe_features_are_the_backbones_pooled_output(synthetic_config, tmp_path):
-  """EvalRun's "pretrained" features equal the trained encoder's pooled backbone output (eval
-  mode, running BN statistics), not its projection."""
+def test_probe_features_are_the_backbones_pooled_output(synthetic_config, tmp_path, monkeypatch):
+  """EvalRun's "pretrained" features equal the encoder's pooled backbone output in eval mode
+  (running BN statistics), not its projection. The checkpoint is faked: restoring is not the
+  subject here, and training one would cost most of this test's time."""
   config = synthetic_config
-  config.num_steps = config.log_every = config.checkpoint_every = 2
-  pretrain.run(config, str(tmp_path / "run"), mesh=sharding.create_mesh(jax.devices()[:1]))
+  model = methods.get_method(config.method).create_model(config)
+  dummy = jnp.zeros((2, config.augment.size, config.augment.size, 1), jnp.float32)
+  fresh = jax.jit(functools.partial(model.init, train=True))(jax.random.key(0), dummy)
+  # "Trained" running statistics (a fresh network has mean 0, var 1): eval mode must use them.
+  shift = lambda x: np.asarray(x) + np.random.default_rng(x.size).uniform(0.1, 0.5, x.shape)
+  variables = {"params": fresh["params"],
+               "batch_stats": jax.tree_util.tree_map(shift, fresh["batch_stats"])}
+  monkeypatch.setattr(checkpointing, "restore_variables", lambda workdir, step: (config, variables, 7))
   eval_config = _recipe("eval/linear_probe.py")
   eval_config.pretrain_workdir = str(tmp_path / "run")
   eval_config.batch_size = 32
@@ -96,12 +106,12 @@ def test_probe_features_are_the_backbones_pooled_output(synthetic_config, tmp_pa
   test = run.splits["test"]
   features = run.features_of("pretrained", test, run.data, "test")
   images = augment.preprocess_batch(test.images, config.augment.size)
-  pooled, projection = run.model.apply(run.variables, images, train=False)
+  pooled, projection = jax.jit(functools.partial(model.apply, train=False))(variables, images)
   assert features.shape == (len(test), resnet.feature_dim("resnet18", config.model.width))
   np.testing.assert_allclose(features, np.asarray(pooled), rtol=1e-4, atol=1e-5)
-  assert projection.shape[-1] == config.model.projector_dim
-  # The running statistics were trained: eval mode differs from a fresh network's.
-  assert np.abs(np.asarray(run.variables["batch_stats"]["backbone"]["bn_init"]["mean"])).max() > 0
+  assert projection.shape[-1] == config.model.projector_dim != features.shape[-1]
+  untrained_stats = jax.jit(functools.partial(model.apply, train=False))(fresh, images)[0]
+  assert not np.allclose(features, np.asarray(untrained_stats), atol=1e-3)  # the statistics matter
 
 
 def test_rotation_study_policies_differ_by_the_rotation_only():
