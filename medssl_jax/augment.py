@@ -490,6 +490,7 @@ OPS: dict[str, Op] = {
     "rot90": Rotate90(),
     "brightness": BrightnessContrast(brightness=0.4, contrast=0.0),
     "contrast": BrightnessContrast(brightness=0.0, contrast=0.4),
+    "brightness_contrast": BrightnessContrast(),  # siaug's "brightness/contrast" as one op
     "gamma": Gamma(),
     "color_jitter": ColorJitter(),
     "grayscale": RandomGrayscale(),
