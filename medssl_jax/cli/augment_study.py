@@ -9,7 +9,8 @@ fixed budget for all) with both views augmented by "first+second" (the diagonal:
 alone), then the linear probe of --eval_config on its frozen backbone. Writes
 WORKDIR/matrix.csv (rows: first op, columns: second op, values: the probe's test --metric)
 and WORKDIR/matrix.png. Geometric ops are applied before photometric ones, so for such a
-mixed pair the order within the pair does not change the policy.
+mixed pair the order within the pair does not change the policy: it is trained once (in the
+order --ops names the two) and fills both cells.
 
 Resumable: a cell with results is skipped, and an interrupted cell resumes from its last
 checkpoint. Spread the cells over machines that share WORKDIR with --shard=I/N on each;
@@ -56,6 +57,21 @@ def all_cells(ops) -> list[tuple[str, str]]:
   return [(first, second) for first in ops for second in ops]
 
 
+def shared_cell(first: str, second: str, ops) -> tuple[str, str]:
+  """The cell whose run (first, second) shares: a geometric op paired with a photometric one
+  makes the same policy in either order (geometric ops run first, with the same keys), so
+  only the order in which `ops` names them is trained; any other cell is its own."""
+  mirror = (second, first)
+  if ops.index(first) > ops.index(second) and (
+      augment.get_policy(cell_name(first, second)) == augment.get_policy(cell_name(*mirror))):
+    return mirror
+  return first, second
+
+
+def cells_to_train(ops) -> list[tuple[str, str]]:
+  return [cell for cell in all_cells(ops) if shared_cell(*cell, ops) == cell]
+
+
 def run_cell(config, eval_config, study_dir: paths.Path, first: str, second: str) -> dict:
   """Pretrains and probes one cell (or reads its results if it is done); returns results."""
   name = cell_name(first, second)
@@ -75,7 +91,7 @@ def collect(study_dir: paths.Path, ops, metric: str) -> np.ndarray:
   matrix = np.full((len(ops), len(ops)), np.nan)
   for i, first in enumerate(ops):
     for j, second in enumerate(ops):
-      results_file = study_dir / cell_name(first, second) / "eval" / "results.json"
+      results_file = study_dir / cell_name(*shared_cell(first, second, ops)) / "eval" / "results.json"
       if results_file.exists():
         matrix[i, j] = json.loads(results_file.read_text())["linear_probe"]["pretrained"][metric]
   table = io.StringIO()
@@ -103,7 +119,7 @@ def run_study(config, eval_config, study_dir, ops, *, shard=(0, 1), metric="auro
   eval_config = eval_config.copy_and_resolve_references()
   eval_config.evaluations, eval_config.baselines = ("linear_probe",), ()
   study_dir.mkdir(parents=True, exist_ok=True)
-  mine = all_cells(ops)[shard[0]::shard[1]] if not collect_only else []
+  mine = cells_to_train(ops)[shard[0]::shard[1]] if not collect_only else []
   start = time.monotonic()
   for k, (first, second) in enumerate(mine):
     logging.info("cell %d/%d: %s", k + 1, len(mine), cell_name(first, second))
