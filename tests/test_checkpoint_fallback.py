@@ -17,25 +17,29 @@ import conftest
 import synthetic_data
 
 
-def _largest_array_file(workdir, step):
-  files = [os.path.join(root, name)
-           for root, _, names in os.walk(workdir / "checkpoints" / str(step) / "state")
-           for name in names if os.sep + "d" + os.sep in os.path.join(root, name)]
-  return max(files, key=os.path.getsize)
+def _array_data_files(workdir, step):
+  """Every file of the step's OCDBT data folders. How tensorstore spreads the arrays over
+  them varies with timing (one large file on an idle machine, several under load, beside
+  B-tree files no restore reads), so every one is corrupted, not only the largest."""
+  state_dir = workdir / "checkpoints" / str(step) / "state"
+  files = [os.path.join(root, name) for root, _, names in os.walk(state_dir)
+           for name in names if os.path.basename(root) == "d"]
+  assert files, f"no OCDBT data files under {state_dir}"
+  return files
 
 
 def _flip_bytes(workdir, step):
-  path = _largest_array_file(workdir, step)
-  data = bytearray(open(path, "rb").read())
-  middle = len(data) // 2
-  data[middle - 512:middle + 512] = bytes(b ^ 0xFF for b in data[middle - 512:middle + 512])
-  open(path, "wb").write(bytes(data))
+  for path in _array_data_files(workdir, step):
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    data[max(0, middle - 512):middle + 512] = bytes(b ^ 0xFF for b in data[max(0, middle - 512):middle + 512])
+    open(path, "wb").write(bytes(data))
 
 
 def _truncate(workdir, step):
-  path = _largest_array_file(workdir, step)
-  data = open(path, "rb").read()
-  open(path, "wb").write(data[:len(data) // 2])
+  for path in _array_data_files(workdir, step):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
 
 
 def _delete_commit_marker(workdir, step):

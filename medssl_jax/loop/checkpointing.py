@@ -290,9 +290,11 @@ def restore_variables(workdir, step: int | None = None):
         f"no checkpoint for step {step} in {directory}; steps present: {sorted(steps)}")
   # Restore onto one local device whatever mesh wrote the checkpoint (any process count).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                                  manager.item_metadata(step)["state"])
+
   def restore_checked(s):
+    # The metadata is read inside the check: a damaged OCDBT tree fails already here.
+    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                    manager.item_metadata(s)["state"])
     restored = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     check_fingerprint(manager, s, restored)
     return restored
