@@ -10,7 +10,10 @@ from medssl_jax import augment
 from medssl_jax.cli import augment_study
 from medssl_jax.cli import preview
 from medssl_jax.data import catalog
+from medssl_jax.evaluation import runner
+from medssl_jax.loop import checkpointing
 from medssl_jax.loop import configuration
+from medssl_jax.loop import preemption
 from medssl_jax.loop import pretrain
 
 from conftest import REPO_ROOT
@@ -62,6 +65,18 @@ def test_two_by_two_study_in_two_shards_then_collected(tiny_config, tmp_path, mo
       assert matrix[i, j] == expected["linear_probe"]["pretrained"]["auroc"]
   with Image.open(study / "matrix.png") as image:
     assert image.size[0] > 200 and image.size[1] > 200
+
+
+def test_sigterm_mid_cell_stops_the_study_without_evaluating_the_cell(tiny_config, tmp_path, monkeypatch):
+  """A preempted cell used to be evaluated as if finished, and the study went on to the next."""
+  monkeypatch.setattr(preemption.PreemptionWatch, "should_stop", lambda self, step: step == 1)
+  monkeypatch.setattr(runner, "evaluate", lambda *a, **k: pytest.fail("evaluated a cut-short cell"))
+  tiny_config.num_steps, tiny_config.checkpoint_every = 3, 3
+  study = tmp_path / "study"
+  with pytest.raises(augment_study.Preempted, match=r"cell flip stopped at step 1 of 3"):
+    augment_study.run_study(tiny_config, _eval_config(), study, ["flip", "brightness"])
+  assert checkpointing.checkpoint_steps(study / "flip") == [1]
+  assert not (study / "flip+brightness").exists()  # the study stopped; no next cell
 
 
 def test_study_rejects_an_unknown_op_before_any_work(tiny_config, tmp_path):

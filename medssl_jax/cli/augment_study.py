@@ -13,7 +13,8 @@ mixed pair the order within the pair does not change the policy: it is trained o
 order --ops names the two) and fills both cells.
 
 Resumable: a cell with results is skipped, and an interrupted cell resumes from its last
-checkpoint. Spread the cells over machines that share WORKDIR with --shard=I/N on each;
+checkpoint. A SIGTERM (preemption) saves the running cell's checkpoint and ends the study
+with exit code 0, the cell unevaluated. Spread the cells over machines that share WORKDIR with --shard=I/N on each;
 afterwards any call with --collect_only writes the matrix of every finished cell.
 """
 from __future__ import annotations
@@ -72,15 +73,25 @@ def cells_to_train(ops) -> list[tuple[str, str]]:
   return [cell for cell in all_cells(ops) if shared_cell(*cell, ops) == cell]
 
 
+class Preempted(Exception):
+  """A SIGTERM stopped a cell's pretraining early: its last checkpoint is saved, nothing of it
+  is evaluated, and rerunning the same command resumes it."""
+
+
 def run_cell(config, eval_config, study_dir: paths.Path, first: str, second: str) -> dict:
-  """Pretrains and probes one cell (or reads its results if it is done); returns results."""
+  """Pretrains and probes one cell (or reads its results if it is done); returns results.
+  Raises Preempted when the pretraining returned before its last step (a SIGTERM)."""
   name = cell_name(first, second)
   results_file = study_dir / name / "eval" / "results.json"
   if results_file.exists():
     return json.loads(results_file.read_text())
   config = config.copy_and_resolve_references()
   config.augment.policy, config.augment.policy_view2 = name, ""
-  pretrain.run(config, study_dir / name)
+  state = pretrain.run(config, study_dir / name)
+  if int(state.step) < config.num_steps:
+    raise Preempted(f"cell {name} stopped at step {int(state.step)} of {config.num_steps} (SIGTERM); "
+                    "its checkpoint is saved and it is not evaluated: rerun the same command to "
+                    "resume the study")
   eval_config = eval_config.copy_and_resolve_references()
   eval_config.pretrain_workdir = str(study_dir / name)
   return runner.evaluate(eval_config, study_dir / name / "eval")
@@ -136,8 +147,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   args = flags.FLAGS
   writers.quiet_library_logs()
-  matrix = run_study(args.config, args.eval_config, args.workdir, args.ops, shard=parse_shard(args.shard),
-                     metric=args.metric, collect_only=args.collect_only)
+  try:
+    matrix = run_study(args.config, args.eval_config, args.workdir, args.ops, shard=parse_shard(args.shard),
+                       metric=args.metric, collect_only=args.collect_only)
+  except Preempted as stopped:  # exit 0, as medssl-train does on preemption
+    print(f"preempted: {stopped}")
+    return
   print(f"{np.isfinite(matrix).sum()}/{matrix.size} cells; matrix in {args.workdir}/matrix.csv "
         "and matrix.png")
 
