@@ -14,8 +14,8 @@ order --ops names the two) and fills both cells.
 
 Resumable: a cell with results is skipped, and an interrupted cell resumes from its last
 checkpoint. A SIGTERM (preemption) saves the running cell's checkpoint and ends the study
-with exit code 0, the cell unevaluated. Spread the cells over machines that share WORKDIR with --shard=I/N on each;
-afterwards any call with --collect_only writes the matrix of every finished cell.
+with exit code 0, the cell unevaluated. Spread the cells over machines that share WORKDIR
+with --shard=I/N on each; afterwards any call with --collect_only writes the matrix of every finished cell.
 """
 from __future__ import annotations
 
