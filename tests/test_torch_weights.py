@@ -3,13 +3,17 @@ import json
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save_file
 
+from medssl_jax import errors
 from medssl_jax.loop import pretrain
 from medssl_jax.models import resnet
+from medssl_jax.weights import init_from
+from medssl_jax.weights import input_norm
 from medssl_jax.weights import torch_weights
 
 from conftest import REPO_ROOT
@@ -76,6 +80,42 @@ def test_one_channel_stem_equals_grey_image_as_rgb(tmp_path):
   variables = torch_weights.resnet_variables(state_dict, "resnet18", in_channels=1)
   features = resnet.create_resnet("resnet18").apply(variables, grey.transpose(0, 2, 3, 1), train=False)
   np.testing.assert_allclose(np.asarray(features), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_imagenet_normalisation_folded_into_the_stem(tmp_path):
+  """init.input_norm=imagenet: [0, 1] pixels give the features torchvision computes on
+  normalised pixels, exactly once the stem pads as the fold does (raw 0, not normalised 0)."""
+  model = random_torch_resnet("resnet18", seed=2)
+  mean, std = (np.asarray(v, np.float32)[None, :, None, None] for v in input_norm.NORMS["imagenet"])
+  images = np.random.default_rng(2).random((2, 3, 96, 96), dtype=np.float32)
+  state_dict = {k: v.numpy() for k, v in model.state_dict().items()}
+  variables = torch_weights.resnet_variables(input_norm.fold(state_dict, "imagenet"), "resnet18")
+  ours = np.asarray(resnet.create_resnet("resnet18").apply(variables, images.transpose(0, 2, 3, 1),
+                                                          train=False))
+  padded = (np.pad(images, ((0, 0), (0, 0), (3, 3), (3, 3))) - mean) / std
+  model.conv1.padding = (0, 0)
+  expected, _ = torch_outputs(model, padded.astype(np.float32))
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+  # With torchvision's own zero padding only the border differs: close, and far closer than unfolded.
+  model.conv1.padding = (3, 3)
+  standard, _ = torch_outputs(model, (images - mean) / std)
+  unfolded = np.asarray(resnet.create_resnet("resnet18").apply(
+      torch_weights.resnet_variables(state_dict, "resnet18"), images.transpose(0, 2, 3, 1), train=False))
+  error = lambda f: np.abs(f - standard).max() / np.abs(standard).max()
+  assert error(ours) < 0.1 < 0.3 < error(unfolded)
+
+
+def test_input_norm_needs_rgb_weights_and_a_known_name():
+  state_dict = {"conv1.weight": np.ones((4, 1, 3, 3), np.float32), "bn1.running_mean": np.zeros(4)}
+  with pytest.raises(errors.UserError, match="takes 1 channel"):
+    input_norm.fold(state_dict, "imagenet")
+  with pytest.raises(errors.UserError, match="unknown init.input_norm 'imagnet'"):
+    input_norm.fold(state_dict, "imagnet")
+  assert input_norm.fold(state_dict, "none") is state_dict
+  # A run of this project was trained on [0, 1] pixels: nothing to fold.
+  config = ml_collections.ConfigDict(dict(init_from="runs/pretrained", init=dict(input_norm="imagenet")))
+  with pytest.raises(errors.UserError, match="applies to torchvision/timm/DINO weights files"):
+    init_from.load_source(config, {})
 
 
 def test_wrong_architecture_names_both(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.numpy import save_file
 
 from medssl_jax import errors
 from medssl_jax.loop import pretrain
@@ -20,6 +21,7 @@ from medssl_jax.models import encoder
 from medssl_jax.models import vit
 from medssl_jax.weights import export
 from medssl_jax.weights import init_from
+from medssl_jax.weights import input_norm
 
 # timm's vit_{tiny,small,base}_patch16_224: (embed dim, depth, heads), 224 px, ImageNet head.
 TIMM_SIZES = {"vit_ti16": (192, 12, 3), "vit_s16": (384, 12, 6), "vit_b16": (768, 12, 12)}
@@ -110,7 +112,7 @@ def _vit_config(pool="cls"):
   config = ml_collections.ConfigDict(dict(
       init_from="", model=dict(name="vit_nano", width=1 / 16, patch_size=4, pool=pool, drop_path=0.0,
                                dtype="float32", small_stem=True),
-      init=dict(modules=("backbone",), step=-1)))
+      init=dict(modules=("backbone",), step=-1, input_norm="none")))
   return config
 
 
@@ -150,6 +152,27 @@ def test_timm_rgb_weights_on_grey_images_sum_the_patch_kernel(tmp_path):
   ours = backbone.apply({"params": params["backbone"]}, grey, train=False)
   with torch.no_grad():
     expected = reference(torch.from_numpy(np.repeat(grey, 3, axis=-1)).permute(0, 3, 1, 2))[:, 0].numpy()
+  np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("norm,channels", [("imagenet", 3), ("half", 3), ("imagenet", 1)])
+def test_input_norm_folded_into_the_patch_embedding_gives_timm_features_of_normalised_pixels(
+    norm, channels, tmp_path):
+  reference = _tiny_torch_vit(seed=3)
+  path = tmp_path / "timm_vit.safetensors"
+  save_file({k: v.numpy() for k, v in reference.state_dict().items()}, str(path))
+  config = _vit_config()
+  config.init_from, config.init.input_norm = str(path), norm
+  backbone = encoder.create_backbone(config.model)
+  params, _, record = init_from.initialize_from(
+      {"backbone": _backbone_shapes(backbone, 28, channels=channels)}, {}, config)
+  assert record["input_norm_folded"] == norm
+  pixels = np.random.default_rng(3).uniform(size=(2, 28, 28, channels)).astype(np.float32)
+  ours = backbone.apply({"params": params["backbone"]}, pixels, train=False)
+  mean, std = (np.asarray(v, np.float32) for v in input_norm.NORMS[norm])
+  normalised = (np.repeat(pixels, 3 // channels, axis=-1) - mean) / std  # grey is seen as RGB
+  with torch.no_grad():
+    expected = reference(torch.from_numpy(normalised).permute(0, 3, 1, 2))[:, 0].numpy()
   np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4, rtol=0)
 
 

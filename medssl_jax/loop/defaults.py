@@ -47,6 +47,9 @@ def pretraining() -> ml_collections.ConfigDict:
   config.init = ml_collections.ConfigDict()
   config.init.step = -1          # -1 = latest checkpoint of an init_from workdir
   config.init.modules = ("backbone",)
+  # The normalisation a torchvision/timm/DINO weights file was trained with, folded into its
+  # first layer so that [0, 1] pixels reach it as normalised ones: none, imagenet, half.
+  config.init.input_norm = "none"
 
   config.data = data_config.defaults()  # every data.* key: medssl_jax/data/config.py
 

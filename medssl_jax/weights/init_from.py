@@ -24,6 +24,7 @@ from medssl_jax import paths
 from medssl_jax.loop import checkpointing
 from medssl_jax.models import vit
 from medssl_jax.weights import export
+from medssl_jax.weights import input_norm
 from medssl_jax.weights import timm_vit
 from medssl_jax.weights import torch_export
 from medssl_jax.weights import torch_weights
@@ -85,11 +86,19 @@ def _torch_backbone(state_dict: dict, model_config, target_backbone: dict) -> di
 def load_source(config, target_params) -> tuple[dict, str, int | None]:
   """({"params", "batch_stats"} keyed by module, kind of source, step) of config.init_from."""
   source = config.init_from
+  norm = config.init.get("input_norm", "none")
+  if torch_weights.is_weights_file(source) and norm == "none":
+    logging.warning("init_from=%s is taken to expect [0, 1] pixels; if it was trained on normalised "
+                    "inputs (torchvision, timm, DINO: ImageNet mean/std; timm augreg ViTs: 0.5/0.5), "
+                    "set --config.init.input_norm=imagenet or half", source)
+  elif not torch_weights.is_weights_file(source) and norm != "none":
+    raise errors.UserError(f"init.input_norm={norm} applies to torchvision/timm/DINO weights files; "
+                           f"init_from={source} was trained here on [0, 1] pixels: use input_norm=none")
   if torch_weights.is_weights_file(source) and config.model.name in vit.ARCHITECTURES:
-    return timm_vit.load_variables(source, target_params["backbone"]), "timm_vit", None
+    return timm_vit.load_variables(source, target_params["backbone"], norm), "timm_vit", None
   if torch_weights.is_weights_file(source):
-    backbone = _torch_backbone(torch_weights.read_state_dict(source), config.model,
-                               target_params["backbone"])
+    state_dict = input_norm.fold(torch_weights.read_state_dict(source), norm)
+    backbone = _torch_backbone(state_dict, config.model, target_params["backbone"])
     variables = {"params": {"backbone": backbone["params"]},
                  "batch_stats": {"backbone": backbone["batch_stats"]}}
     return variables, "torch", None
@@ -121,7 +130,8 @@ def initialize_from(params, batch_stats, config) -> tuple[dict, dict, dict]:
   logging.info("initialised %d parameters of %s from %s %s (step %s); %d kept fresh: %s",
                len(copied), modules, kind, config.init_from, step, len(skipped), skipped)
   record = {"init_from": config.init_from, "kind": kind, "step": step, "modules": list(modules),
-            "copied": copied, "kept_fresh": skipped}
+            "input_norm_folded": config.init.get("input_norm", "none"), "copied": copied,
+            "kept_fresh": skipped}
   return params, batch_stats, record
 
 

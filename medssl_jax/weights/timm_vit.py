@@ -8,8 +8,9 @@ becomes HWIO, LayerNorm `weight` is `scale`. Classifier and DINO-head tensors ar
 The position embeddings are resized to this run's patch grid (bicubic, as vit.py does for
 another input size). The patch size must match the run's model.patch_size. For one-channel
 images the RGB patch kernel is summed over its input channels, which is exact for a grey
-image repeated as RGB. timm's ImageNet weights expect ImageNet mean/std normalisation while
-this project feeds [0, 1] pixels; pretraining or fine-tuning adapts to it.
+image repeated as RGB. timm's and DINO's weights expect normalised inputs while this project
+feeds [0, 1] pixels: `--config.init.input_norm` (imagenet, half) folds the normalisation into
+the patch embedding, exactly (weights/input_norm.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from medssl_jax import errors
 from medssl_jax.models import vit
+from medssl_jax.weights import input_norm as input_norm_lib
 from medssl_jax.weights import torch_weights
 
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
@@ -89,9 +91,11 @@ def backbone_params(state_dict: dict, target: dict) -> dict:
   return params
 
 
-def load_variables(path, target_backbone: dict) -> dict:
-  """{"params": {"backbone": ...}, "batch_stats": {}} from a timm/DINO ViT weights file."""
+def load_variables(path, target_backbone: dict, input_norm: str = "none") -> dict:
+  """{"params": {"backbone": ...}, "batch_stats": {}} from a timm/DINO ViT weights file, with
+  the file's input normalisation folded into the patch embedding (weights/input_norm.py)."""
   state_dict = torch_weights.read_state_dict(path)
   if not is_vit_state_dict(state_dict):
     raise errors.UserError(f"{path} holds no ViT (no pos_embed; keys like {sorted(state_dict)[:3]})")
+  state_dict = input_norm_lib.fold(state_dict, input_norm)
   return {"params": {"backbone": backbone_params(state_dict, target_backbone)}, "batch_stats": {}}

@@ -7,9 +7,11 @@ transposes every tensor into `models/resnet.py`'s variables. Nothing is download
 
 The converted network computes what the PyTorch one computes (tests/test_torch_weights.py),
 given the same input. torchvision's ImageNet weights expect RGB normalised with the
-ImageNet mean and std, while this project feeds pixels scaled to [0, 1]; the first
-BatchNorm and pretraining adapt to that. For one-channel images the stem's kernel is summed
-over its three input channels, which is exact for a grey image repeated as RGB.
+ImageNet mean and std, while this project feeds pixels scaled to [0, 1]:
+`--config.init.input_norm=imagenet` folds that normalisation into the stem
+(weights/input_norm.py; exact but for the stem's zero-padded border). For one-channel
+images the stem's kernel is summed over its three input channels, which is exact for a grey
+image repeated as RGB.
 """
 from __future__ import annotations
 
