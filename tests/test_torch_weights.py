@@ -90,8 +90,8 @@ def test_imagenet_normalisation_folded_into_the_stem(tmp_path):
   images = np.random.default_rng(2).random((2, 3, 96, 96), dtype=np.float32)
   state_dict = {k: v.numpy() for k, v in model.state_dict().items()}
   variables = torch_weights.resnet_variables(input_norm.fold(state_dict, "imagenet"), "resnet18")
-  ours = np.asarray(resnet.create_resnet("resnet18").apply(variables, images.transpose(0, 2, 3, 1),
-                                                          train=False))
+  pixels = images.transpose(0, 2, 3, 1)
+  ours = np.asarray(resnet.create_resnet("resnet18").apply(variables, pixels, train=False))
   padded = (np.pad(images, ((0, 0), (0, 0), (3, 3), (3, 3))) - mean) / std
   model.conv1.padding = (0, 0)
   expected, _ = torch_outputs(model, padded.astype(np.float32))
