@@ -5,6 +5,7 @@ Command (on every host; see launch/ for pods and clusters):
       --config.data.name=array_record --config.data.dir=gs://BUCKET/SHARDS \
       --config.init_from=gs://BUCKET/simclr_r50   # optional: continue from a SimCLR run,
       #   or from ImageNet weights you have: --config.init_from=/path/resnet50.pth (torchvision)
+      #   --config.init.input_norm=imagenet
 
 Needs: a data set with patient (or case) groups, stored at 224 px or more. Today the only
 registered grouped set is nih_cxr1000 (the default here), whose 64 px images make this a

@@ -2,7 +2,8 @@
 
 Command (MoCo-CXR's scripts ran on one GPU; on a pod see launch/):
   python -m medssl_jax.cli.train --config=configs/moco_cxr_resnet18.py --workdir=runs/moco_cxr_r18 \
-      --config.data.dir=CHEXPERT_DIR [--config.init_from=resnet18-f37072fd.pth]
+      --config.data.dir=CHEXPERT_DIR \
+      [--config.init_from=resnet18-f37072fd.pth --config.init.input_norm=imagenet]
   python -m medssl_jax.cli.evaluate --config=configs/eval/linear_probe.py \
       --config.pretrain_workdir=runs/moco_cxr_r18 --workdir=runs/moco_cxr_r18/eval
 
@@ -10,7 +11,8 @@ Needs: CheXpert (CheXpert-v1.0 or -small, about 224k training radiographs) in CH
 read by the "chexpert" layout (data/layouts.py: frontal views, uncertain labels ignored by
 default). Views are resized to 224 px (MoCo-CXR used 320 px). ImageNet initialisation, as
 in their headline models: a torchvision ResNet-18 weights file you already have, passed as
---config.init_from (nothing is downloaded; see weights/init_from.py).
+--config.init_from (nothing is downloaded; see weights/init_from.py), with
+--config.init.input_norm=imagenet so that it sees its inputs as torchvision trained it.
 
 Recipe, from MoCo-CXR's released scripts (stanfordmlgroup/MoCo-CXR, moco_pretraining/):
 MoCo v2 with the MLP head, queue 24576, temperature 0.2, key momentum 0.999, 128-d output,
