@@ -56,11 +56,15 @@ def test_micle_and_evaluation_on_a_csv_manifest_from_the_command_line(shared_dat
   evaluated = _run(["medssl_jax.cli.evaluate", "--config=configs/eval/linear_probe.py",
                     f"--config.pretrain_workdir={workdir}", f"--workdir={out}",
                     "--config.evaluations=('linear_probe','knn')", "--config.baselines=()",
-                    "--config.n_boot=0", "--config.probe.Cs=(1.0,)"])
+                    "--config.n_boot=50", "--config.probe.Cs=(1.0,)"])
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   results = json.loads((out / "results.json").read_text())
   assert results["method"] == "micle" and results["step"] == 2
   # The recipe's patient-disjoint 60/20/20 split of 1000 images: about 200 test images.
   assert 100 < results["linear_probe"]["pretrained"]["n"] < 300
   assert results["knn"]["pretrained"]["n"] == results["linear_probe"]["pretrained"]["n"]
-  assert "## kNN" in (out / "results.md").read_text()
+  # The intervals resample patients, not images (a patient has several test images).
+  probe, knn = results["linear_probe"]["pretrained"], results["knn"]["pretrained"]
+  assert 5 < probe["ci_groups"] == knn["ci_groups"] < probe["n"]
+  report = (out / "results.md").read_text()
+  assert "## kNN" in report and f"resample the test split's {probe['ci_groups']} patients" in report

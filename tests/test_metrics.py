@@ -248,3 +248,40 @@ def test_bootstrap_does_not_require_resamples_to_hold_unknowns():
   for key in ("accuracy", "auroc"):
     lo, hi = out[key + "_ci"]
     assert lo <= out[key] <= hi
+
+
+def test_group_bootstrap_with_one_example_per_group_draws_as_the_example_bootstrap():
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 3, 120)
+  scores = rng.dirichlet(np.ones(3), 120)
+  auroc = lambda y, p: metrics.auroc(y, p)["auroc"]
+  _, low, high = metrics.bootstrap_ci(auroc, labels, scores, n_boot=200, seed=4)
+  grouped = metrics.summarize(labels, scores, n_boot=200, seed=4, groups=np.arange(120))
+  np.testing.assert_allclose(grouped["auroc_ci"], [low, high], rtol=1e-12)
+  assert grouped["ci_groups"] == 120
+
+
+def test_group_bootstrap_resamples_whole_patients():
+  """12 patients of 25 images each; a patient's images share its label and nearly its score.
+  Resampling images treats 300 as independent; resampling patients sees 12."""
+  rng = np.random.default_rng(6)
+  patient_label = np.tile([0, 1], 6)
+  patient_score = np.clip(0.5 + 0.25 * (patient_label - 0.5) + rng.normal(0, 0.2, 12), 0, 1)
+  patients = np.repeat(np.arange(12), 25)
+  labels = patient_label[patients]
+  p1 = np.clip(patient_score[patients], 0.01, 0.98) + rng.uniform(0, 0.01, 300)  # all distinct
+  scores = np.stack([1 - p1, p1], axis=1)
+  by_image = metrics.summarize(labels, scores, n_boot=300, seed=0)
+  by_patient = metrics.summarize(labels, scores, n_boot=300, seed=0, groups=patients[::-1].copy())
+  width = lambda r: r["auroc_ci"][1] - r["auroc_ci"][0]
+  assert by_patient["auroc"] == by_image["auroc"] and "ci_groups" not in by_image
+  assert width(by_patient) > 2 * width(by_image)
+  assert by_patient["ci_groups"] == 12
+  # Every patient's images move together: within a resample, all 25 are drawn equally often.
+  drawn = []
+  metrics.group_bootstrap_stats([lambda y, p: drawn.append(p[:, 1]) or 0.0], labels, scores, patients,
+                                50, np.random.default_rng(1))
+  assert len(drawn) == 50
+  for resample in drawn:
+    counts = np.array([np.sum(resample == value) for value in p1]).reshape(12, 25)
+    assert (counts == counts[:, :1]).all() and counts.sum() == 300 and counts[:, 0].max() > 1

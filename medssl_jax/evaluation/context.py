@@ -118,3 +118,9 @@ class EvalRun:
 
   def labels(self) -> dict[str, np.ndarray]:
     return {role: np.asarray(source.labels) for role, source in self.splits.items()}
+
+  def test_groups(self) -> np.ndarray | None:
+    """The test split's patient (group) ids when it has real ones, else None: the CIs then
+    resample patients, since images of one patient are not independent."""
+    source = self.splits["test"]
+    return np.asarray(source.groups) if getattr(source, "has_groups", False) else None

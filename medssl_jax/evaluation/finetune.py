@@ -375,8 +375,9 @@ def finetune(backbone: nn.Module, backbone_variables, train_source, val_source, 
              learning_rate: float = 1e-3, weight_decay: float = 1e-4, policy: str = "crop+flip",
              eval_every: int = 0, seed: int = 0, mesh=None,
              train_indices: Sequence[int] | np.ndarray | None = None, n_boot: int = 1000,
-             backbone_lr_scale: float = 1.0, log_every: int = 0) -> dict:
-  """Fine-tunes (see `fit`) and scores the best-validation parameters on the test split.
+             backbone_lr_scale: float = 1.0, log_every: int = 0, test_groups=None) -> dict:
+  """Fine-tunes (see `fit`) and scores the best-validation parameters on the test split
+  (`test_groups`: patient ids, for CIs that resample patients; see metrics.summarize).
 
   Returns:
     metrics.summarize of the test predictions (accuracy, AUROC, bootstrap CIs with
@@ -389,7 +390,7 @@ def finetune(backbone: nn.Module, backbone_variables, train_source, val_source, 
                eval_every=eval_every, seed=seed, mesh=mesh, train_indices=train_indices,
                backbone_lr_scale=backbone_lr_scale, log_every=log_every)
   result = metrics.summarize(eval_labels(test_source, multi_label), predict(fitted, test_source, batch_size),
-                             multi_label=multi_label, n_boot=n_boot, seed=seed)
+                             multi_label=multi_label, n_boot=n_boot, seed=seed, groups=test_groups)
   result.update(best_step=fitted.best_step, val_auroc=fitted.val_auroc,
                 val_curve=[[s, a] for s, a in fitted.val_curve], steps=steps,
                 n_train=fitted.n_train, final_train_loss=float(fitted.losses[-1]))

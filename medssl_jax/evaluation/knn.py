@@ -239,8 +239,9 @@ def knn_scores(train_x, train_y, test_x, *, k: int = 20, temperature: float = 0.
 def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20,
                  temperature: float = 0.07, multi_label: bool = False,
                  n_boot: int = 1000, seed: int = 0, query_block: int = 1024,
-                 bank_block: int = 8192) -> dict:
-  """metrics.summarize of knn_scores on (test_x, test_y), plus "k" and "temperature"."""
+                 bank_block: int = 8192, test_groups=None) -> dict:
+  """metrics.summarize of knn_scores on (test_x, test_y), plus "k" and "temperature"
+  (`test_groups`: patient ids, for CIs that resample patients)."""
   num_classes = None
   if not multi_label:
     test_y = probes.check_labels(test_y, np.shape(test_x)[0], False, "test_y")
@@ -250,6 +251,6 @@ def evaluate_knn(train_x, train_y, test_x, test_y, *, k: int = 20,
                       num_classes=num_classes, multi_label=multi_label,
                       query_block=query_block, bank_block=bank_block)
   result = metrics.summarize(test_y, scores, multi_label=multi_label, n_boot=n_boot,
-                             seed=seed)
+                             seed=seed, groups=test_groups)
   result.update(k=int(k), temperature=float(temperature))
   return result

@@ -233,6 +233,32 @@ def _bootstrap_stats(metric_fn, labels, scores, n_boot, rng) -> np.ndarray:
   return np.asarray(values, dtype=np.float64)
 
 
+def group_bootstrap_stats(metric_fns, labels, scores, groups, n_boot, rng) -> list[np.ndarray]:
+  """Each metric's values on `n_boot` resamples of whole groups (patients): a resample draws
+  as many groups as there are, with replacement, and takes every example of each. Images of
+  one patient are not independent, so resampling them one by one gives too narrow intervals.
+  With one example per group (in order) the draws are those of _bootstrap_stats."""
+  groups = np.asarray(groups)
+  if groups.shape[0] != labels.shape[0]:
+    raise ValueError(f"groups and labels disagree on N: {groups.shape[0]} vs {labels.shape[0]}")
+  _, inverse = np.unique(groups, return_inverse=True)
+  order = np.argsort(inverse.reshape(-1), kind="stable")
+  members = np.split(order, np.flatnonzero(np.diff(inverse.reshape(-1)[order])) + 1)
+  full_signature = _class_signature(labels)
+  values = [[] for _ in metric_fns]
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Skipped-label warnings repeat per draw.
+    for _ in range(_MAX_DRAWS_PER_BOOT * n_boot):
+      idx = np.concatenate([members[g] for g in rng.integers(0, len(members), size=len(members))])
+      if _class_signature(labels[idx]) != full_signature:
+        continue  # as in _bootstrap_stats: every class of the full set must stay
+      for fn, kept in zip(metric_fns, values):
+        kept.append(fn(labels[idx], scores[idx]))
+      if len(values[0]) == n_boot:
+        break
+  return [np.asarray(v, dtype=np.float64) for v in values]
+
+
 def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float],
                  labels, scores, n_boot: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float, float]:
@@ -285,12 +311,15 @@ def _interval(values: np.ndarray, n_boot: int, alpha: float) -> tuple[float, flo
 
 def summarize(labels, scores, multi_label: bool = False, n_boot: int = 1000,
               seed: int = 0, alpha: float = 0.05,
-              label_names: Sequence[str] | None = None) -> dict:
+              label_names: Sequence[str] | None = None, groups=None) -> dict:
   """Accuracy and AUROC with bootstrap CIs, as a JSON-serialisable dict.
+
+  `groups` (N,) (patient ids, say): the CIs resample whole groups instead of examples.
 
   Returns:
     {"accuracy", "accuracy_ci": [lo, hi], "auroc", "auroc_ci": [lo, hi], "n"},
-    plus "per_label" AUROCs for multi-label. With n_boot == 0 the CIs are None.
+    plus "per_label" AUROCs for multi-label, and "ci_groups" (how many groups the CIs
+    resampled) when `groups` is given. With n_boot == 0 the CIs are None.
   """
   full = auroc(labels, scores, multi_label=multi_label, label_names=label_names)
   result = {"accuracy": accuracy(labels, scores, multi_label=multi_label), "accuracy_ci": None,
@@ -298,7 +327,17 @@ def summarize(labels, scores, multi_label: bool = False, n_boot: int = 1000,
             "n": int(np.asarray(labels).shape[0])}
   if "per_label" in full:
     result["per_label"] = full["per_label"]
-  if n_boot > 0:
+  if n_boot > 0 and groups is not None:
+    _check_boot(n_boot, alpha)
+    checked = (_multi_label_inputs if multi_label else _single_label_inputs)(labels, scores)
+    metric_fns = (lambda y, p: accuracy(y, p, multi_label=multi_label),
+                  lambda y, p: auroc(y, p, multi_label=multi_label)["auroc"])
+    acc_values, auroc_values = group_bootstrap_stats(metric_fns, *checked, groups, n_boot,
+                                                     np.random.default_rng(seed))
+    result["accuracy_ci"] = list(_interval(acc_values, n_boot, alpha))
+    result["auroc_ci"] = list(_interval(auroc_values, n_boot, alpha))
+    result["ci_groups"] = int(np.unique(groups).size)
+  elif n_boot > 0:
     # Both metrics on the same resamples (paired CIs), the ones bootstrap_ci would draw,
     # scored from draw counts: count_bootstrap.py, much faster on large test sets.
     _check_boot(n_boot, alpha)

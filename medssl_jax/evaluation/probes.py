@@ -235,10 +235,11 @@ def fit_logistic_probe(train_x, train_y, val_x, val_y, *,
 
 
 def evaluate_probe(probe: LogisticProbe, x, y, n_boot: int = 1000,
-                   seed: int = 0) -> dict:
-  """metrics.summarize of the probe's predictions on (x, y)."""
+                   seed: int = 0, groups=None) -> dict:
+  """metrics.summarize of the probe's predictions on (x, y) (`groups`: patient ids, for CIs
+  that resample patients)."""
   x = _check_features(x, "x")
   y = check_labels(y, x.shape[0], probe.multi_label, "y")
   return metrics.summarize(y, probe.predict_proba(x),
                            multi_label=probe.multi_label, n_boot=n_boot,
-                           seed=seed)
+                           seed=seed, groups=groups)

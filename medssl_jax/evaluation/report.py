@@ -21,9 +21,14 @@ def _representation_rows(section: dict) -> list[tuple[str, dict]]:
 
 def metric_table(section: dict) -> list[str]:
   lines = ["| representation | test AUROC (95% CI) | test accuracy (95% CI) | n |", "|---|---|---|---|"]
-  for name, r in _representation_rows(section):
+  rows = _representation_rows(section)
+  for name, r in rows:
     lines.append(f"| {name} | {with_ci(r['auroc'], r.get('auroc_ci'))} | "
                  f"{with_ci(r['accuracy'], r.get('accuracy_ci'))} | {r.get('n', '')} |")
+  groups = {r["ci_groups"] for _, r in rows if "ci_groups" in r}
+  if groups:
+    lines += ["", f"The intervals resample the test split's {', '.join(map(str, sorted(groups)))} "
+              "patients (groups), not its images."]
   return lines
 
 

@@ -78,7 +78,7 @@ def linear_probe(run, workdir: paths.Path) -> dict:
     probe, kind = _probe(run, name)
     feats = run.features(name)
     result = probes.evaluate_probe(probe, feats["test"], run.labels()["test"], n_boot=run.config.n_boot,
-                                   seed=run.config.seed)
+                                   seed=run.config.seed, groups=run.test_groups())
     result.update(C=float(probe.C), val_auroc=float(probe.val_score), probe=kind,
                   feature_dim=int(feats["train"].shape[1]))
     if isinstance(probe, pca.ProjectedProbe):
@@ -99,7 +99,7 @@ def knn(run, workdir: paths.Path) -> dict:
     results[name] = knn_lib.evaluate_knn(
         feats["train"], labels["train"], feats["test"], labels["test"], k=config.k,
         temperature=config.temperature, multi_label=run.splits["train"].multi_label,
-        n_boot=run.config.n_boot, seed=run.config.seed)
+        n_boot=run.config.n_boot, seed=run.config.seed, test_groups=run.test_groups())
   return results
 
 
@@ -111,7 +111,7 @@ def _finetune_one(run, variables, train_indices=None, seed=None) -> dict:
       image_size=run.image_size, steps=config.steps, batch_size=config.batch_size,
       learning_rate=config.learning_rate, weight_decay=config.weight_decay, policy=config.policy,
       eval_every=config.eval_every, seed=run.config.seed if seed is None else seed,
-      train_indices=train_indices, n_boot=run.config.n_boot)
+      train_indices=train_indices, n_boot=run.config.n_boot, test_groups=run.test_groups())
 
 
 def finetune(run, workdir: paths.Path) -> dict:
@@ -223,11 +223,12 @@ def transfer(run, workdir: paths.Path) -> dict:
   results = {"target": target.name, "split": config.split,
              "label_map": [list(p) for p in config.label_map if p[0]],
              "n_unmapped": int((~keep).sum())}
+  groups = np.asarray(target.groups)[keep] if getattr(target, "has_groups", False) else None
   for name in run.representations:
     probe, _ = _probe(run, name)
     feats = run.features_of(name, target, data, config.split)[keep]
     results[name] = metrics.summarize(labels[keep], probe.predict_proba(feats), n_boot=run.config.n_boot,
-                                      seed=run.config.seed)
+                                      seed=run.config.seed, groups=groups)
   return results
 
 
