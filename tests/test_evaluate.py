@@ -94,6 +94,12 @@ def test_embedding_2d_tsne_writes_map_plot_and_scores(pretrained_run, tmp_path):
   results = runner.evaluate(config, tmp_path)["embedding_2d"]
   assert results["kind"] == "tsne"
   assert 0.0 <= results["knn_accuracy"] <= 1.0 and -1.0 <= results["silhouette"] <= 1.0
+  baseline = results["baselines"]["random_init"]  # the baseline's t-SNE map, scored alike
+  assert baseline["kind"] == "tsne" and 0.0 <= baseline["knn_accuracy"] <= 1.0
+  scores = lambda r: (r["knn_accuracy"], r["silhouette"])
+  assert scores(baseline) != scores(results)
+  assert (tmp_path / "embedding_2d_random_init.png").stat().st_size > 10_000
+  assert "| random_init (tsne) |" in (tmp_path / "results.md").read_text()
   saved = np.load(tmp_path / "embedding_2d.npz")
   assert saved["points"].shape == (450, 2) and saved["labels"].shape == (450,)
   assert sorted(set(saved["split"])) == ["test", "train", "val"]

@@ -69,9 +69,10 @@ def test_learned_2d_map_through_the_evaluation_binary(tiny_config, tmp_path):
   tiny_config.data.name = "breastmnist"  # 780 images: a quick full map
   pretrain.run(tiny_config, tmp_path / "run")
   config = configuration.load_config_file("configs/eval/embedding_2d.py")
-  config.pretrain_workdir = str(tmp_path / "run")
+  config.pretrain_workdir, config.baselines = str(tmp_path / "run"), ()
   result = runner.evaluate(config, tmp_path / "eval")["embedding_2d"]
   assert result["kind"] == "learned"
+  assert result["baselines"] == {}  # t-SNE maps of baselines: test_evaluate.py (slow here)
   saved = np.load(tmp_path / "eval" / "embedding_2d.npz")
   assert saved["points"].shape == (780, 2)
   expected = np.concatenate([catalog.open_source("breastmnist", split, tiny_config.data.dir).labels

@@ -6,7 +6,10 @@ Command:
   python -m medssl_jax.cli.evaluate --config=configs/eval/embedding_2d.py \
       --config.pretrain_workdir=runs/tsimcne_blood/stage3 --workdir=runs/tsimcne_blood/eval
 Writes OUT/embedding_2d.npz (points, labels, split), OUT/embedding_2d.png and the kNN
-accuracy (train points -> test points) and test silhouette score in OUT/results.json.
+accuracy (train points -> test points) and test silhouette score in OUT/results.json. Each
+of config.baselines (random init, raw pixels) gets a t-SNE map scored the same way
+(OUT/embedding_2d_NAME.png): the maps a learned one must beat. t-SNE of 10,000 points takes
+minutes on 2 CPU cores; --config.baselines="()" skips them.
 """
 import pathlib
 import runpy

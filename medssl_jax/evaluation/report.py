@@ -80,8 +80,11 @@ def markdown(results: dict) -> str:
     elif name == "label_fractions":
       lines += ["## Label fractions", ""] + _fractions_section(section)
     elif name == "embedding_2d":
-      lines += ["## 2-D map", "", f"{section['kind']}: kNN accuracy in 2-D (k={section['knn_k']}) "
-                f"{section['knn_accuracy']:.4f}, silhouette {section['silhouette']:.4f}", ""]
+      lines += ["## 2-D map", "", f"| map | kNN accuracy in 2-D (k={section['knn_k']}) | test silhouette |",
+                "|---|---|---|", f"| pretrained ({section['kind']}) | {section['knn_accuracy']:.4f} | "
+                f"{section['silhouette']:.4f} |"]
+      lines += [f"| {name} ({r['kind']}) | {r['knn_accuracy']:.4f} | {r['silhouette']:.4f} |"
+                for name, r in section.get("baselines", {}).items()] + [""]
     lines += [f"![{file}]({file})" for file in section.get("files", []) if file.endswith(".png")]
     lines.append("")
   return "\n".join(lines).rstrip() + "\n"
@@ -102,4 +105,6 @@ def table(results: dict) -> str:
     r = results["embedding_2d"]
     lines.append(f"2-D map ({r['kind']}): kNN accuracy (k={r['knn_k']}) {r['knn_accuracy']:.4f}, "
                  f"silhouette {r['silhouette']:.4f}")
+    lines += [f"  {name} ({b['kind']}): kNN accuracy {b['knn_accuracy']:.4f}, "
+              f"silhouette {b['silhouette']:.4f}" for name, b in r.get("baselines", {}).items()]
   return "\n".join(lines)

@@ -232,30 +232,49 @@ def transfer(run, workdir: paths.Path) -> dict:
   return results
 
 
+def _tsne_map(run, representation: str, labels: dict) -> tuple[dict, dict]:
+  """(role -> 2-D points, role -> labels): t-SNE of a seeded subsample of each split, jointly
+  (t-SNE is O(n^2))."""
+  feats = run.features(representation)
+  keep = {role: embedding2d.subsample(len(v), run.config.embedding_2d.max_points, run.config.seed)
+          for role, v in feats.items()}
+  points = embedding2d.tsne(np.concatenate([feats[r][keep[r]] for r in feats]), seed=run.config.seed)
+  bounds = np.cumsum([0] + [len(keep[r]) for r in feats])
+  return ({role: points[a:b] for role, a, b in zip(feats, bounds[:-1], bounds[1:])},
+          {role: labels[role][keep[role]] for role in feats})
+
+
+def _map_scores(run, outputs: dict, labels: dict) -> dict:
+  config = run.config.embedding_2d
+  return {"knn_accuracy": embedding2d.knn_accuracy(outputs["train"], labels["train"], outputs["test"],
+                                                   labels["test"], k=config.knn_k),
+          "silhouette": embedding2d.silhouette(outputs["test"], labels["test"], seed=run.config.seed)}
+
+
+def _plot_map(run, outputs, labels, kind, scores, path, what) -> None:
+  plots.scatter_2d(np.concatenate(list(outputs.values())), np.concatenate(list(labels.values())),
+                   run.splits["train"].class_names, path,
+                   title=f"{what} {kind} 2-D map of {run.splits['test'].name}: "
+                         f"kNN acc {scores['knn_accuracy']:.3f}, silhouette {scores['silhouette']:.3f}")
+
+
 def embedding_2d(run, workdir: paths.Path) -> dict:
   """The 2-D map of every image: the network's own 2-D output (t-SimCNE) or t-SNE of frozen
-  features. Writes embedding_2d.npz (points, labels, split) and embedding_2d.png."""
-  config = run.config.embedding_2d
+  features; each baseline (random init, raw pixels) as a t-SNE map beside it, scored the same
+  way. Writes embedding_2d.npz (points, labels, split), embedding_2d.png and one PNG per
+  baseline."""
   labels = run.labels()
   if run.pretrain_config.model.projector_dim == 2:
     kind, outputs = "learned", run.features("projection")
   else:
-    kind = "tsne"
-    feats = run.features("pretrained")
-    # t-SNE is O(n^2): map a seeded subsample of each split, jointly.
-    keep = {role: embedding2d.subsample(len(v), config.max_points, run.config.seed)
-            for role, v in feats.items()}
-    labels = {role: labels[role][keep[role]] for role in labels}
-    points = embedding2d.tsne(np.concatenate([feats[r][keep[r]] for r in feats]), seed=run.config.seed)
-    bounds = np.cumsum([0] + [len(keep[r]) for r in feats])
-    outputs = {role: points[a:b] for role, a, b in zip(feats, bounds[:-1], bounds[1:])}
-  result = {
-      "kind": kind,
-      "knn_accuracy": embedding2d.knn_accuracy(outputs["train"], labels["train"], outputs["test"],
-                                               labels["test"], k=config.knn_k),
-      "silhouette": embedding2d.silhouette(outputs["test"], labels["test"], seed=run.config.seed),
-      "knn_k": config.knn_k,
-  }
+    kind, (outputs, labels) = "tsne", _tsne_map(run, "pretrained", labels)
+  result = {"kind": kind, **_map_scores(run, outputs, labels), "knn_k": run.config.embedding_2d.knn_k,
+            "baselines": {}}
+  baseline_maps = {}
+  for name in run.config.baselines:
+    logging.info("2-D map (t-SNE) of the %s baseline", name)
+    baseline_maps[name] = _tsne_map(run, name, run.labels())
+    result["baselines"][name] = {"kind": "tsne", **_map_scores(run, *baseline_maps[name])}
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     roles = list(outputs)
@@ -264,11 +283,12 @@ def embedding_2d(run, workdir: paths.Path) -> dict:
              labels=np.concatenate([labels[r] for r in roles]),
              split=np.concatenate([np.full(len(outputs[r]), r) for r in roles]))
     paths.write_bytes_atomic(workdir / "embedding_2d.npz", buffer.getvalue())
-    plots.scatter_2d(np.concatenate(list(outputs.values())), np.concatenate(list(labels.values())),
-                     run.splits["train"].class_names, workdir / "embedding_2d.png",
-                     title=f"{run.pretrain_config.method} {kind} 2-D map of {run.splits['test'].name}: "
-                           f"kNN acc {result['knn_accuracy']:.3f}, silhouette {result['silhouette']:.3f}")
+    _plot_map(run, outputs, labels, kind, result, workdir / "embedding_2d.png", run.pretrain_config.method)
     result["files"] = ["embedding_2d.npz", "embedding_2d.png"]
+    for name, (points, point_labels) in baseline_maps.items():
+      _plot_map(run, points, point_labels, "tsne", result["baselines"][name],
+                workdir / f"embedding_2d_{name}.png", name)
+      result["files"].append(f"embedding_2d_{name}.png")
   return result
 
 
