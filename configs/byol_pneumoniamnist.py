@@ -12,6 +12,9 @@ embedding_std_healthy = 1/sqrt(64)) and a linear-probe test AUROC above the same
 random initialisation. Measured on 2 CPU cores with --config.num_steps=100 only: loss 3.2 -> 1.6,
 embedding_std 0.10, test AUROC 0.914 (95% CI 0.890-0.938) against 0.894 at random
 initialisation; the 250-step run is not yet measured (see BENCHMARKS.md).
+
+Does NOT beat raw pixels (issue 19, docs/results.md): 0.914 (0.890-0.938) vs 0.927
+(0.902-0.951), intervals overlapping; one seed of 100 steps, nothing tuned yet.
 """
 import ml_collections
 

@@ -17,6 +17,11 @@ initialisation. Measured once (BENCHMARKS.md, 2026-11-22): after these 200 steps
 (0.647 vs 0.721, overlapping intervals); 7 min 17 s on 2 CPU cores with the evaluation.
 The shipped train/valid/test folders share 30 patients, so training and evaluation refuse
 them; this recipe splits by patient instead (data.split.by="group", 60/20/20, seed 0).
+Why it may not beat random init here (issue 19, docs/results.md, measured on the data):
+31% of the patient pairs MICLe can draw join a normal and an abnormal image (the label is
+"any finding", which changes between follow-ups), so the loss asks for invariance to the
+very label the probe predicts; and 149 of the 223 test images come from 3 patients, so the
+test figures say little (evaluation now resamples patients for the intervals).
 """
 from medssl_jax.loop import defaults
 

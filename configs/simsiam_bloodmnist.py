@@ -13,6 +13,14 @@ Should reach: no collapse (embedding_std in metrics.jsonl stays near embedding_s
 Measured on 2 CPU cores with --config.num_steps=100 only: loss -0.51, embedding_std 0.062, and
 a one-vs-rest test AUROC of 0.964 (95% CI 0.961-0.968) against 0.940 at random initialisation;
 the 250-step run is not yet measured (see BENCHMARKS.md).
+
+Does NOT beat raw pixels (issue 19, docs/results.md): with 200 steps and the `microscopy`
+policy before it gained colour jitter and grey, test AUROC 0.954 (0.950-0.958) vs 0.974
+(0.971-0.977) for logistic regression on the pixels (random init 0.936). The same holds for
+SimCLR on BloodMNIST at 300 steps (configs/simclr_bloodmnist.py, 3 seeds). A likely reason,
+not yet tested: at 28 px the cell types differ much by colour, which raw pixels keep and
+which colour jitter and grey teach the network to ignore. Not tried yet: tuning on
+validation (policy without colour changes, more steps).
 """
 import ml_collections
 
