@@ -49,7 +49,7 @@ def fit_probe(config, train_x, train_y, val_x, val_y, multi_label: bool, name: s
   if name == "raw_pixels" and 0 < components < np.shape(train_x)[1]:
     projection = pca.fit(train_x, components)
     logging.info("raw pixels: %d features projected onto their top %d principal components "
-                 "(%.1f%% of the training variance)", np.shape(train_x)[1], components,
+                 "(%.1f%% of the training variance)", np.shape(train_x)[1], projection.components.shape[1],
                  100 * projection.variance_kept)
     train_x, val_x = projection(train_x), projection(val_x)
   kind = probe_kind(config, *np.shape(train_x))
