@@ -8,8 +8,8 @@ its 95% Student-t interval, and the paired difference (same seed, hence the same
 draw) of each pretrained fine-tune minus supervised from scratch. Arms: MoCo and SimCLR
 fine-tuned, the same network fine-tuned from random initialisation (supervised from scratch),
 and linear probes on frozen features (random init, MoCo, SimCLR, raw pixels). Writes the plot
-(default OUT/label_efficiency.png): AUROC against label fraction, log x axis, one line per arm,
-error bars the 95% t-interval over seeds. Takes seconds; no training.
+(default OUT/label_efficiency.png): AUROC against label fraction, log x axis, one line per arm
+(raw pixels in the table only), error bars the 95% t-interval over seeds. Takes seconds; no training.
 """
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ ARMS = (
     ("raw pixels (linear probe)", "linear_probe", "raw_pixels", "simclr"),
 )
 _SCRATCH = ARMS[2][0]
-_PLOTTED = {arm[0]: style for arm, style in zip(ARMS, ("o-", "s-", "^-", "v--", "s:", "o:", "x:"))}
+# Plotted arms: (format, colour); raw pixels is in the table only.
+_PLOTTED = {arm[0]: style for arm, style in zip(ARMS, (
+    ("s-", "tab:blue"), ("o-", "tab:orange"), ("^-", "tab:green"), ("v--", "tab:red"),
+    ("s:", "tab:blue"), ("o:", "tab:orange")))}
 
 
 def collect(out: pathlib.Path) -> dict:
@@ -101,7 +104,7 @@ def table(scores: dict) -> str:
 def plot(scores: dict, path: pathlib.Path) -> None:
   fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
   fracs = sorted({f for arm in scores.values() for f in arm})
-  shown = [arm for arm, *_ in ARMS if arm in scores]
+  shown = [arm for arm, *_ in ARMS if arm in scores and arm in _PLOTTED]
   for k, arm in enumerate(shown):
     points = sorted(scores[arm].items())
     x = np.array([f for f, _ in points])
@@ -110,8 +113,9 @@ def plot(scores: dict, path: pathlib.Path) -> None:
     err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
     nudge = 1.0 + 0.04 * (k - (len(shown) - 1) / 2)  # side by side, so the bars do not hide each other
     n = min(len(by_seed) for _, by_seed in points)
-    ax.errorbar(x * nudge, mean, yerr=err, fmt=_PLOTTED[arm], capsize=3, markersize=5,
-                label=f"{arm} (n={n})")
+    fmt, colour = _PLOTTED[arm]
+    ax.errorbar(x * nudge, mean, yerr=err, fmt=fmt, color=colour, capsize=3, markersize=5,
+                label=f"{arm} (n={n} seeds)")
   ax.set_xscale("log")
   ax.set_xticks(fracs, [f"{100 * f:g}%" for f in fracs])
   ax.minorticks_off()

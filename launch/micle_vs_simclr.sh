@@ -26,7 +26,7 @@ evals=(--config=configs/eval/linear_probe.py "--config.evaluations=('linear_prob
 first=""
 stopped=""
 for seed in $seeds; do
-  for arm in micle simclr; do
+  for arm in simclr micle; do
     run="$out/${arm}_s$seed"
     first=${first:-$run}
     [ -f "$run/eval/results.json" ] && continue
