@@ -6,9 +6,9 @@ Reads OUT/{micle,simclr}_sS/eval/results.json and OUT/baselines/results.json and
 markdown table (also written to OUT/micle_vs_simclr.md): per run the linear-probe validation
 and test AUROC and the label-fraction probe test AUROC (mean over its draws), then each arm's
 mean over pretraining seeds with a 95% Student-t interval, the paired difference MICLe minus
-SimCLR (same seed), and the baselines. On nih_cxr1000 most test images come from 3 patients,
-so the image-level bootstrap intervals in results.json are too narrow; this table gives the
-seed-level interval only. Takes seconds; no training.
+SimCLR (same seed), and the baselines. On nih_cxr1000 most test images come from 3 patients;
+results.json's bootstrap intervals resample patients (since fa8e89f), and this table adds the
+seed-level interval. Takes seconds; no training.
 """
 from __future__ import annotations
 
