@@ -11,7 +11,8 @@ The kernel is divided by std per input channel; the constant goes into the patch
 embedding's bias (ViT: exact) or the stem BatchNorm's running mean (ResNet). For a ResNet
 this is exact except where the 7x7 stem reads its zero padding: the original pads
 normalised inputs with 0 (a mean-grey pixel), the folded stem pads [0, 1] pixels with 0
-(black), so the outermost 2 stem outputs of every border differ. Folding happens on the RGB
+(black), so stem outputs whose 7x7 window reaches the padding differ, and the difference
+spreads inward layer by layer (benchmarks/input_norm_fold.py measures it). Folding happens on the RGB
 kernel, before it is summed for one-channel images, so grey images stay exact too.
 """
 from __future__ import annotations
