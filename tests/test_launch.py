@@ -49,6 +49,15 @@ def test_scripts_parse(script):
   assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("script", sorted(LAUNCH.glob("*.sh")) + sorted(LAUNCH.glob("*.py")),
+                         ids=lambda p: p.name)
+def test_scripts_with_a_shebang_are_executable(script):
+  # The docs run them as launch/NAME; a missing mode bit fails only when a user tries.
+  has_shebang = script.read_text().startswith("#!")
+  assert has_shebang == os.access(script, os.X_OK), (
+      f"{script.name}: shebang {has_shebang}, executable {os.access(script, os.X_OK)}")
+
+
 def _dry_run(*args, **env):
   result = subprocess.run(["bash", str(TPU_POD), *args], capture_output=True, text=True,
                           env=dict(os.environ, DRY_RUN="1", **TPU_ENV, **env), timeout=30)
