@@ -14,6 +14,8 @@ degrees and a horizontal flip, no crop, no intensity change) are weak at 28 px.
 Tried (issue 19, chosen on validation, seed 0, 2026-12-02): `--config.augment.policy=cxr`
 (crops and brightness/contrast) gives validation AUROC 0.980 against 0.990 for this policy
 (test 0.909 vs 0.932), so the recipe keeps MoCo-CXR's views; it still ties raw pixels.
+Seeds 0-2 (the label-efficiency study's 100% arm, BENCHMARKS.md): mean 0.9192 (95%
+t-interval 0.881-0.957) against 0.8843 at random init and 0.9267 for raw pixels.
 
 Scaled down from MoCo v2 for 250 steps: a 1024-key queue (8 batches) and key momentum 0.99
 (at 0.999 the key encoder would still be ~80% its initial weights after 250 steps).

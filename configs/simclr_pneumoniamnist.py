@@ -7,8 +7,11 @@ Command (about 5 minutes on 2 CPU cores, followed by its linear probe):
       --config.pretrain_workdir=runs/simclr_pneumonia --workdir=runs/simclr_pneumonia/eval
 
 Needs: pneumoniamnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
-Should reach: a linear-probe test AUROC clearly above the same network at random
-initialisation (see BENCHMARKS.md for the measured figures).
+Should reach: a linear-probe test AUROC above both baselines, the same network at random
+initialisation and raw pixels (issue 19, docs/results.md). Measured on 2 CPU cores (BENCHMARKS.md):
+seed 0, 0.9589 (95% CI 0.943-0.973) against 0.894 (0.867-0.919) at random init and 0.927
+(0.901-0.951) for raw pixels; seeds 0-2 (the label-efficiency study's 100% arm), mean 0.9534
+(95% t-interval 0.941-0.966) against 0.8843 and 0.9267.
 """
 from medssl_jax.loop import defaults
 
