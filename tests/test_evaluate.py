@@ -98,8 +98,14 @@ def test_embedding_2d_tsne_writes_map_plot_and_scores(pretrained_run, tmp_path):
   assert baseline["kind"] == "tsne" and 0.0 <= baseline["knn_accuracy"] <= 1.0
   scores = lambda r: (r["knn_accuracy"], r["silhouette"])
   assert scores(baseline) != scores(results)
+  for r in (results, baseline):  # every score has its interval, on test and on validation
+    for key in ("knn_accuracy", "silhouette", "val_knn_accuracy", "val_silhouette"):
+      low, high = r[f"{key}_ci"]
+      assert low <= r[key] <= high and low < high, (key, r)
   assert (tmp_path / "embedding_2d_random_init.png").stat().st_size > 10_000
-  assert "| random_init (tsne) |" in (tmp_path / "results.md").read_text()
+  report = (tmp_path / "results.md").read_text()
+  assert "| random_init (tsne) |" in report and "validation silhouette" in report
+  assert f"{results['val_knn_accuracy']:.4f} ({results['val_knn_accuracy_ci'][0]:.3f}-" in report
   saved = np.load(tmp_path / "embedding_2d.npz")
   assert saved["points"].shape == (450, 2) and saved["labels"].shape == (450,)
   assert sorted(set(saved["split"])) == ["test", "train", "val"]

@@ -15,6 +15,13 @@ def with_ci(value, ci) -> str:
   return f"{value:.4f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
 
 
+def _map_row(scores: dict) -> str:
+  """A 2-D map's test and validation scores as table cells (results older than the
+  validation scores lack them)."""
+  return " | ".join(with_ci(scores.get(key), scores.get(f"{key}_ci"))
+                    for key in ("knn_accuracy", "silhouette", "val_knn_accuracy", "val_silhouette"))
+
+
 def _representation_rows(section: dict) -> list[tuple[str, dict]]:
   return [(name, r) for name, r in section.items() if isinstance(r, dict) and "auroc" in r]
 
@@ -80,11 +87,12 @@ def markdown(results: dict) -> str:
     elif name == "label_fractions":
       lines += ["## Label fractions", ""] + _fractions_section(section)
     elif name == "embedding_2d":
-      lines += ["## 2-D map", "", f"| map | kNN accuracy in 2-D (k={section['knn_k']}) | test silhouette |",
-                "|---|---|---|", f"| pretrained ({section['kind']}) | {section['knn_accuracy']:.4f} | "
-                f"{section['silhouette']:.4f} |"]
-      lines += [f"| {name} ({r['kind']}) | {r['knn_accuracy']:.4f} | {r['silhouette']:.4f} |"
-                for name, r in section.get("baselines", {}).items()] + [""]
+      lines += ["## 2-D map", "", f"| map | test kNN accuracy in 2-D (k={section['knn_k']}) "
+                "| test silhouette | validation kNN accuracy | validation silhouette |",
+                "|---|---|---|---|---|"]
+      maps = [(f"pretrained ({section['kind']})", section)]
+      maps += [(f"{name} ({r['kind']})", r) for name, r in section.get("baselines", {}).items()]
+      lines += [f"| {name} | {_map_row(r)} |" for name, r in maps] + [""]
     lines += [f"![{file}]({file})" for file in section.get("files", []) if file.endswith(".png")]
     lines.append("")
   return "\n".join(lines).rstrip() + "\n"
@@ -103,8 +111,11 @@ def table(results: dict) -> str:
     lines += [line for line in _fractions_section(results["label_fractions"]) if line]
   if "embedding_2d" in results:
     r = results["embedding_2d"]
-    lines.append(f"2-D map ({r['kind']}): kNN accuracy (k={r['knn_k']}) {r['knn_accuracy']:.4f}, "
-                 f"silhouette {r['silhouette']:.4f}")
-    lines += [f"  {name} ({b['kind']}): kNN accuracy {b['knn_accuracy']:.4f}, "
-              f"silhouette {b['silhouette']:.4f}" for name, b in r.get("baselines", {}).items()]
+    lines.append(f"2-D map ({r['kind']}): test kNN accuracy (k={r['knn_k']}) "
+                 f"{with_ci(r['knn_accuracy'], r.get('knn_accuracy_ci'))}, "
+                 f"silhouette {with_ci(r['silhouette'], r.get('silhouette_ci'))}")
+    lines += [f"  {name} ({b['kind']}): test kNN accuracy "
+              f"{with_ci(b['knn_accuracy'], b.get('knn_accuracy_ci'))}, "
+              f"silhouette {with_ci(b['silhouette'], b.get('silhouette_ci'))}"
+              for name, b in r.get("baselines", {}).items()]
   return "\n".join(lines)

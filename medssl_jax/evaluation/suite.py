@@ -245,10 +245,8 @@ def _tsne_map(run, representation: str, labels: dict) -> tuple[dict, dict]:
 
 
 def _map_scores(run, outputs: dict, labels: dict) -> dict:
-  config = run.config.embedding_2d
-  return {"knn_accuracy": embedding2d.knn_accuracy(outputs["train"], labels["train"], outputs["test"],
-                                                   labels["test"], k=config.knn_k),
-          "silhouette": embedding2d.silhouette(outputs["test"], labels["test"], seed=run.config.seed)}
+  return embedding2d.map_scores(outputs, labels, k=run.config.embedding_2d.knn_k,
+                                n_boot=run.config.n_boot, seed=run.config.seed)
 
 
 def _plot_map(run, outputs, labels, kind, scores, path, what) -> None:

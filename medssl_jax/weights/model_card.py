@@ -147,7 +147,8 @@ def evaluation_section(results: dict, directory: str) -> list[str]:
       lines += _fractions_table(section)
     elif name == "embedding_2d":
       lines += [f"**2-D map** ({section['kind']}): kNN accuracy in 2-D (k={section['knn_k']}) "
-                f"{section['knn_accuracy']:.4f}, silhouette {section['silhouette']:.4f}", ""]
+                f"{report.with_ci(section['knn_accuracy'], section.get('knn_accuracy_ci'))}, silhouette "
+                f"{report.with_ci(section['silhouette'], section.get('silhouette_ci'))}", ""]
   rebuilt = "" if results.get("command") else (
       " (rebuilt from results.json, which records the evaluations and their settings but not the "
       "command line: settings it does not record, such as probe.Cs and n_boot, are not shown)")
