@@ -5,8 +5,10 @@ any other run it is t-SNE of the frozen backbone features (a seeded subsample pe
 Command:
   python -m medssl_jax.cli.evaluate --config=configs/eval/embedding_2d.py \
       --config.pretrain_workdir=runs/tsimcne_blood/stage3 --workdir=runs/tsimcne_blood/eval
-Writes OUT/embedding_2d.npz (points, labels, split), OUT/embedding_2d.png and the kNN
-accuracy (train points -> test points) and test silhouette score in OUT/results.json. Each
+Writes OUT/embedding_2d.npz (points, labels, split), OUT/embedding_2d.png and, in
+OUT/results.json, the kNN accuracy (train points -> test points) and the test silhouette with
+95% bootstrap intervals, and the same on the validation split (val_*: choose settings on
+these, not on the test figures). Each
 of config.baselines (random init, raw pixels) gets a t-SNE map scored the same way
 (OUT/embedding_2d_NAME.png): the maps a learned one must beat. t-SNE of 10,000 points takes
 minutes on 2 CPU cores; --config.baselines="()" skips them.
