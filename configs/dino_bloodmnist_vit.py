@@ -21,6 +21,8 @@ accuracy 0.793 vs 0.707. The linear-probe margin is noise-sized: with --config.s
 gives 0.9760 (0.973-0.979), accuracy 0.830 vs 0.831, validation AUROC 0.9773 vs 0.9796 (KL to
 the center 0.88, entropy 3.2); random init with eval seeds 0/1/2 gives 0.9753/0.9732/0.9733.
 The kNN is above random init for both seeds (seed 1: 0.9583 vs 0.9419-0.9500).
+Against raw pixels (issue 19, docs/results.md): logistic regression on the 28 px pixels gives
+0.9757 (0.973-0.979), so the linear probe does not beat it either (intervals overlap).
 What made the difference: dino.head_bn. Before it (out_dim 1024, temperature 0.04, momentum
 0.996, lr 5e-4 x 128/256; then out_dim 256, temperature 0.02, momentum 0.99, lr 2e-3 x
 128/256, 10 warm-up steps) the head's output became the same for every image and centering
