@@ -3,9 +3,9 @@
 # baselines (random init, raw pixels) once, then print the table (launch/study_table.py).
 # Usage: launch/seed_study.sh OUT CONFIG "SEEDS" ARM [ARM ...]
 #   ARM is NAME or NAME:OVERRIDES, OVERRIDES being --config flags separated by commas.
-# E.g. the rotation study of issue 19 (docs/results.md), about 8 minutes per run on 2 idle cores:
+# E.g. a rotation study of issue 19 (docs/results.md), about 5.5 minutes per run on 2 idle cores:
 #   MEDSSL_DATA_DIR=../shared/data/medmnist launch/seed_study.sh runs/rotation \
-#       configs/simclr_bloodmnist.py "0 1 2" default rotation:--config.augment.policy=microscopy
+#       configs/simclr_bloodmnist.py "0 1 2" norot:--config.augment.policy=crop+flip+brightness_contrast rot
 # Runs go to OUT/NAME_sSEED (probe in its eval/), the baselines to OUT/baselines. Seeds run in
 # the outer loop, so a study cut short still has every arm at the seeds done. Re-running skips
 # runs already evaluated and resumes an interrupted one. PYTHON (default .venv/bin/python) and

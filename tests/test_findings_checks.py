@@ -114,13 +114,17 @@ def test_probe_features_are_the_backbones_pooled_output(synthetic_config, tmp_pa
   assert not np.allclose(features, np.asarray(untrained_stats), atol=1e-3)  # the statistics matter
 
 
-def test_rotation_study_policies_differ_by_the_rotation_only():
-  """configs/simclr_bloodmnist.py's default ("simclr") vs its rotation arm ("microscopy")."""
-  assert _recipe("simclr_bloodmnist.py").augment.policy == "simclr"
-  default, rotation = augment.get_policy("simclr"), augment.get_policy("microscopy")
+@pytest.mark.parametrize("without, with_rotation", [
+    ("simclr", "microscopy"),  # SimCLR's default policy, as in the paper
+    ("crop+flip+brightness_contrast", _recipe("simclr_bloodmnist.py").augment.policy),  # the recipe's
+])
+def test_rotation_study_policies_differ_by_the_rotation_only(without, with_rotation):
+  """The arms of configs/simclr_bloodmnist.py's two rotation studies."""
+  default, rotation = augment.get_policy(without), augment.get_policy(with_rotation)
   rotations = [op for op in rotation if op not in default]
   assert rotations == [augment.Rotate(180.0)] and dataclasses.asdict(rotations[0])["p"] == 1.0
   assert tuple(op for op in rotation if op in default) == default
+
 
 
 def test_study_table_gives_each_arm_a_mean_and_t_interval(tmp_path):
