@@ -73,3 +73,10 @@ def test_map_scores_score_test_and_validation_and_separate_good_from_bad_maps():
   assert good["knn_accuracy"] == pytest.approx(
       _knn_reference(points["train"], labels["train"], points["test"], labels["test"], 5).mean())
   assert good["val_silhouette"] == pytest.approx(_silhouette_reference(points["val"], labels["val"]).mean())
+
+
+def test_negative_intervals_print_unambiguously():
+  from medssl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  assert report.with_ci(-0.0751, [-0.084, -0.065]) == "-0.0751 (-0.084 to -0.065)"
+  assert report.with_ci(0.0147, [0.0024, 0.0259]) == "0.0147 (0.002-0.026)"
+  assert report.with_ci(0.5, None) == "0.5000"

@@ -12,7 +12,10 @@ _PER_REPRESENTATION = {"linear_probe": "Linear probe", "knn": "kNN", "finetune":
 def with_ci(value, ci) -> str:
   if value is None:
     return "n/a"
-  return f"{value:.4f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+  if not ci:
+    return f"{value:.4f}"
+  to = " to " if min(ci) < 0 else "-"  # "-0.084--0.065" would misread
+  return f"{value:.4f} ({ci[0]:.3f}{to}{ci[1]:.3f})"
 
 
 def _map_row(scores: dict) -> str:
