@@ -3,7 +3,7 @@
 # Needs: the package installed (pip install -e .) and bloodmnist.npz in $MEDSSL_DATA_DIR
 # (or online access for the download).
 # Usage: launch/tsimcne_bloodmnist.sh RUN_DIR [CONFIG [--config.KEY=VALUE ...]]
-# CONFIG defaults to configs/tsimcne_bloodmnist.py (2 CPU cores: about 15 minutes);
+# CONFIG defaults to configs/tsimcne_bloodmnist.py (2 CPU cores: about 20 minutes);
 # configs/tsimcne_resnet18.py is the full-scale recipe. Overrides after CONFIG go to all three
 # stages (e.g. --config.seed=1 --config.augment.policy=simclr). Re-running resumes where it stopped.
 # EVAL_ARGS: extra flags for the evaluation, e.g. EVAL_ARGS='--config.baselines=()' skips the
