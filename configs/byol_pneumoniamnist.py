@@ -9,12 +9,13 @@ Command (about 5 minutes on 2 CPU cores with its linear probe):
 Needs: pneumoniamnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
 Should reach: no collapse (embedding_std in metrics.jsonl stays well above 0, towards
 embedding_std_healthy = 1/sqrt(64)) and a linear-probe test AUROC above both baselines.
-Measured (2026-12-02, seeds 0-2, this recipe as it is, 4.7-5.2 min per seed with its probe
-on 2 CPU cores at load 1.6-1.9; BENCHMARKS.md "BYOL on PneumoniaMNIST, 250 steps"): seed 0's
-loss 2.74 (step 25) -> 1.76, embedding_std 0.10; test AUROC 0.9454 (95% t-interval
-0.932-0.959; per seed 0.940, 0.945, 0.951) against 0.8843 at random init (3 seeds) and 0.9267 for raw pixels: above raw pixels on
-every seed, though each seed's bootstrap interval (e.g. 0.920-0.958) overlaps the pixels'
-(0.901-0.951). On the validation split raw pixels score higher (0.990 vs 0.983 (0.970-0.997)).
+Measured (2026-12-02, seeds 0-2, this recipe as it is, 4.7-5.2 min per seed with its probe on 2
+CPU cores at load 1.6-1.9; BENCHMARKS.md "BYOL on PneumoniaMNIST, 250 steps"): seed 0's loss
+2.74 (step 25) -> 1.76, embedding_std 0.10; test AUROC 0.9454 (95% t-interval 0.932-0.959; per
+seed 0.940, 0.945, 0.951) against 0.8843 at random init (3 seeds) and 0.9267 for raw pixels:
+above raw pixels on every seed, though each seed's bootstrap interval (e.g. 0.920-0.958)
+overlaps the pixels' (0.901-0.951). On the validation split raw pixels score higher (0.990 vs
+0.983 (0.970-0.997)).
 The 100-step run (issue 3) gave 0.914, below raw pixels.
 """
 import ml_collections
