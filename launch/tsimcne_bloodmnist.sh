@@ -7,7 +7,7 @@
 # configs/tsimcne_resnet18.py is the full-scale recipe. Overrides after CONFIG go to all three
 # stages (e.g. --config.seed=1 --config.augment.policy=simclr). Re-running resumes where it stopped.
 # EVAL_ARGS: extra flags for the evaluation, e.g. EVAL_ARGS='--config.baselines=()' skips the
-# baselines' t-SNE maps (about 5 minutes each on 2 cores; the same for every seed of a study).
+# baselines' t-SNE maps (1-5 minutes each on 2 cores, by load; the same for every seed of a study).
 set -euo pipefail
 run=${1:?usage: $0 RUN_DIR [CONFIG [--config.KEY=VALUE ...]]}
 config=${2:-configs/tsimcne_bloodmnist.py}

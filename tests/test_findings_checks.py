@@ -126,7 +126,6 @@ def test_rotation_study_policies_differ_by_the_rotation_only(without, with_rotat
   assert tuple(op for op in rotation if op in default) == default
 
 
-
 def test_study_table_gives_each_arm_a_mean_and_t_interval(tmp_path):
   import importlib.util  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
