@@ -11,6 +11,8 @@ from sklearn import manifold
 from sklearn import metrics as sk_metrics
 from sklearn import neighbors
 
+from medssl_jax.evaluation import metrics
+
 
 def knn_correct(train_points, train_labels, test_points, test_labels, k: int = 15) -> np.ndarray:
   """(N_test,) bool: whether the k nearest train points' majority class is the test point's."""
@@ -18,31 +20,7 @@ def knn_correct(train_points, train_labels, test_points, test_labels, k: int = 1
   return classifier.predict(test_points) == np.asarray(test_labels)
 
 
-def knn_accuracy(train_points, train_labels, test_points, test_labels, k: int = 15) -> float:
-  return float(knn_correct(train_points, train_labels, test_points, test_labels, k).mean())
-
-
-def silhouette_values(points, labels, max_points: int = 5000, seed: int = 0) -> np.ndarray:
-  """Per-point silhouette values (Euclidean) of a seeded subsample of at most max_points, so
-  the O(n^2) cost stays bounded; their mean is the silhouette score."""
-  keep = subsample(len(points), max_points, seed)
-  return sk_metrics.silhouette_samples(np.asarray(points)[keep], np.asarray(labels)[keep])
-
-
-def silhouette(points, labels, max_points: int = 5000, seed: int = 0) -> float:
-  return float(silhouette_values(points, labels, max_points, seed).mean())
-
-
-def mean_with_interval(values, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, list | None]:
-  """(mean, [low, high]): the percentile bootstrap interval of the mean over points, None
-  with n_boot == 0. The map is held fixed: the interval is the uncertainty from which
-  points were scored, like the probes' intervals hold the trained model fixed."""
-  values = np.asarray(values, dtype=np.float64)
-  if n_boot == 0:
-    return float(values.mean()), None
-  draws = np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))
-  low, high = np.quantile(values[draws].mean(axis=1), [alpha / 2.0, 1.0 - alpha / 2.0])
-  return float(values.mean()), [float(low), float(high)]
+_SILHOUETTE_POINTS = 5000  # silhouette is O(n^2): larger splits are subsampled
 
 
 def map_scores(points: dict, labels: dict, k: int, n_boot: int, seed: int) -> dict:
@@ -54,11 +32,23 @@ def map_scores(points: dict, labels: dict, k: int, n_boot: int, seed: int) -> di
     if role not in points:
       continue
     correct = knn_correct(points["train"], labels["train"], points[role], labels[role], k)
-    scores[f"{prefix}knn_accuracy"], scores[f"{prefix}knn_accuracy_ci"] = mean_with_interval(
-        correct, n_boot, seed)
-    scores[f"{prefix}silhouette"], scores[f"{prefix}silhouette_ci"] = mean_with_interval(
-        silhouette_values(points[role], labels[role], seed=seed), n_boot, seed)
+    scores.update(_mean_with_interval(f"{prefix}knn_accuracy", correct, labels[role], n_boot, seed))
+    keep = subsample(len(points[role]), _SILHOUETTE_POINTS, seed)
+    values = sk_metrics.silhouette_samples(points[role][keep], labels[role][keep])
+    scores.update(_mean_with_interval(f"{prefix}silhouette", values, labels[role][keep], n_boot, seed))
   return scores
+
+
+def _mean_with_interval(name: str, values, labels, n_boot: int, seed: int) -> dict:
+  """{name: mean of the per-point values, name_ci: its 95% bootstrap interval over points}
+  (None with n_boot == 0). The map is held fixed, as the probes' intervals hold the trained
+  model fixed; resamples keep every class, as the probes' do."""
+  values = np.asarray(values, dtype=np.float64)
+  if n_boot == 0:
+    return {name: float(values.mean()), f"{name}_ci": None}
+  mean, low, high = metrics.bootstrap_ci(lambda _, v: float(v.mean()), np.asarray(labels), values,
+                                         n_boot=n_boot, seed=seed)
+  return {name: mean, f"{name}_ci": [low, high]}
 
 
 def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
