@@ -24,10 +24,10 @@ very label the probe predicts; and 149 of the 223 test images come from 3 patien
 test figures say little (evaluation now resamples patients for the intervals).
 Tried: the defect checks (tests/test_findings_checks.py: the loss sees two different images of
 one patient wherever the patient has two, BatchNorm sees both views, the probe reads the pooled
-backbone); 3 seeds against
-SimCLR at the same budget (docs/results.md, item 4): test AUROC 0.572 (95% t-interval
-0.536-0.608) vs SimCLR 0.593, random init 0.651 (seed 0): every arm near chance. Not tried:
-longer runs, or pairs restricted to images with the same label (that would use the labels).
+backbone); 3 seeds against SimCLR at the same budget (docs/results.md, item 4): test AUROC
+0.572 (95% t-interval 0.536-0.608) vs SimCLR 0.593, random init 0.651 (seed 0): every arm near
+chance. Not tried: longer runs, or pairs restricted to images with the same label (that would
+use the labels).
 """
 from medssl_jax.loop import defaults
 
