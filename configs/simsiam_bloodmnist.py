@@ -10,9 +10,10 @@ baseline probes the top 256 principal components of the 2352-d RGB pixels, about
 Needs: bloodmnist.npz in $MEDSSL_DATA_DIR or --config.data.dir (downloaded when online).
 Should reach: no collapse (embedding_std in metrics.jsonl stays near embedding_std_healthy =
 1/sqrt(256)) and a linear-probe test AUROC above the same network at random initialisation.
-Measured first with --config.num_steps=100, before issue 19 changed the policy: loss -0.51, embedding_std
-0.062, and a one-vs-rest test AUROC of 0.964 (95% CI 0.961-0.968) against 0.940 at random
-initialisation. The 250-step recipe, measured since, and its bar against raw pixels follow.
+Measured first with --config.num_steps=100, before issue 19 changed the policy: loss -0.51,
+embedding_std 0.062, and a one-vs-rest test AUROC of 0.964 (95% CI 0.961-0.968) against 0.940
+at random initialisation. The 250-step recipe, measured since, and its bar against raw pixels
+follow.
 
 Issue 19 (docs/results.md), seed 0, 250 steps, 2026-12-02: with SimSiam's `microscopy` policy
 (crop, flip, rotation, colour jitter, grey, blur) the test AUROC is 0.9547 (0.951-0.959),
